@@ -1,0 +1,53 @@
+# Two commands set everything up on a fresh Debian machine (as root, or with sudo available):
+#   make demo   compile the default model, run the counter on a sample video, publish to a local Mosquitto
+#   make test   the whole test suite (what CI runs)
+# The Python environment lives in ~/.cache/edgecv/venv-<hash of requirements.lock>, so CI runs and later
+# sessions on the same machine reuse it; a changed lock file makes a new one.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+CACHE ?= $(HOME)/.cache/edgecv
+LOCK_HASH := $(shell cat requirements.lock setup.cfg | sha256sum | cut -c1-12)
+VENV ?= $(CACHE)/venv-$(LOCK_HASH)
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBIAN_PACKAGES := mosquitto mosquitto-clients opencv-doc qemu-user-static debootstrap \
+	g++-aarch64-linux-gnu g++-arm-linux-gnueabihf binutils file
+PYTEST_ARGS ?=
+
+.PHONY: setup system venv test test-fast demo clean-cache lock
+
+setup: system venv
+
+system:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: requirements.lock setup.cfg
+	@echo "creating $(VENV) (pinned by requirements.lock)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel
+	$(BIN)/pip install -q -c requirements.lock -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+	@# point the cached environment's editable install at this checkout
+	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . >/dev/null
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/edgecv compile mobilenetv2_1.0 --target x86_64 --random-weights 0 --out build/demo-classifier --verify
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | sed '1i # Exact versions verified together (constraints for pip -c). Regenerate with `make lock` after a verified upgrade.' > requirements.lock
+
+clean-cache:
+	rm -rf $(CACHE)/compiled

@@ -1,0 +1,125 @@
+"""Family adapters: a GluonCV network -> the raw outputs the edge runtime decodes.
+
+GluonCV's detectors end in ``box_nms``, which TVM's Relax ONNX importer cannot take, and their
+NMS-free outputs tile every box once per class. Each adapter instead traces the network up to
+per-anchor boxes and per-class scores; decoding and NMS run in the edge runtime (edge/decode.py).
+
+Adding a family is adding one class to ``FAMILIES``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class OutputInfo:
+    name: str
+    description: str
+
+
+class Family:
+    """Traces a GluonCV network symbolically into the raw outputs named in ``outputs``."""
+
+    name: ClassVar[str]
+    task: ClassVar[str]
+    decoder: ClassVar[str]
+    outputs: ClassVar[tuple[OutputInfo, ...]]
+
+    def raw_outputs(self, net, data):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class SSDFamily(Family):
+    """SSD: softmax class scores without background, boxes decoded against the anchors."""
+
+    name = "ssd"
+    task = "detection"
+    decoder = "boxes_scores"
+    outputs = (
+        OutputInfo("boxes", "(1, A, 4) x1,y1,x2,y2 in input pixels"),
+        OutputInfo("scores", "(1, A, C) class probabilities, background removed"),
+    )
+
+    def raw_outputs(self, net, data):
+        from mxnet import autograd
+        import mxnet as mx
+
+        # In training mode GluonCV's SSD returns (cls_preds, box_preds, anchors) before decoding and
+        # NMS. We only trace a symbol here: BatchNorm's mode is decided when the graph runs, so the
+        # traced graph still runs in inference mode.
+        with autograd.train_mode():
+            cls_preds, box_preds, anchors = net(data)
+        boxes = net.bbox_decoder(box_preds, anchors)
+        scores = mx.sym.softmax(cls_preds, axis=-1)
+        scores = mx.sym.slice_axis(scores, axis=-1, begin=1, end=None)
+        return [boxes, scores]
+
+
+class YOLO3Family(Family):
+    """YOLOv3: boxes from every output scale, scores = sigmoid(class) * sigmoid(objectness)."""
+
+    name = "yolo3"
+    task = "detection"
+    decoder = "boxes_scores"
+    outputs = SSDFamily.outputs
+
+    def raw_outputs(self, net, data):
+        from gluoncv.model_zoo.yolo.yolo3 import _upsample
+        from mxnet import autograd
+        import mxnet as mx
+
+        # GluonCV's YOLOV3.hybrid_forward, stopped before its per-class tiling. Each output block in
+        # training mode returns its decoded boxes and its raw objectness and class logits; this only
+        # traces a symbol, so the graph itself still runs in inference mode.
+        routes, x = [], data
+        for stage in net.stages:
+            x = stage(x)
+            routes.append(x)
+        boxes, scores = [], []
+        for i, (block, output) in enumerate(zip(net.yolo_blocks, net.yolo_outputs)):
+            x, tip = block(x)
+            with autograd.train_mode():
+                bbox, _, _, objness, class_pred, _, _ = output(tip)
+            boxes.append(bbox)
+            probability = mx.sym.broadcast_mul(mx.sym.sigmoid(class_pred), mx.sym.sigmoid(objness))
+            scores.append(mx.sym.reshape(probability, shape=(0, -1, len(net.classes))))
+            if i >= len(routes) - 1:
+                break
+            x = net.transitions[i](x)
+            route = routes[::-1][i + 1]
+            x = mx.sym.concat(mx.sym.slice_like(_upsample(x, stride=2), route * 0, axes=(2, 3)), route, dim=1)
+        return [mx.sym.concat(*boxes, dim=1), mx.sym.concat(*scores, dim=1)]
+
+
+class ClassifierFamily(Family):
+    """Image classifiers: softmax probabilities."""
+
+    name = "classifier"
+    task = "classification"
+    decoder = "classification"
+    outputs = (OutputInfo("probabilities", "(1, C) softmax over classes"),)
+
+    def raw_outputs(self, net, data):
+        import mxnet as mx
+
+        return [mx.sym.softmax(net(data), axis=-1)]
+
+
+class ExportedDetectionFamily(Family):
+    """A user's exported GluonCV detector (``net.export``): the graph is cut before ``box_nms``.
+
+    Its output rows are (class id, score, x1, y1, x2, y2), one per anchor and class.
+    """
+
+    name = "gluoncv-exported"
+    task = "detection"
+    decoder = "id_score_box"
+    outputs = (OutputInfo("detections", "(1, N, 6) class id, score, x1,y1,x2,y2 in input pixels"),)
+
+    def raw_outputs(self, net, data):  # the symbol is cut in gluon.load_symbol_checkpoint
+        return [net(data)]
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (SSDFamily(), YOLO3Family(), ClassifierFamily(),
+                                                   ExportedDetectionFamily())}

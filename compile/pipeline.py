@@ -1,0 +1,238 @@
+"""``compile_model``: MODEL + TARGET -> a verified artifact folder (and its .tar.gz), atomically.
+
+Steps: load the MXNet model -> export ONNX -> build with TVM -> write manifest + checksums ->
+verify against MXNet. Builds are cached under ``~/.cache/edgecv/compiled/<key>``, keyed by a hash of
+every input (model, weights, input size, target, tuning records, TVM version, this package's
+source), so a re-run with the same inputs copies the artifact instead of rebuilding it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import edgecv
+from edgecv.compile.progress import Progress
+from edgecv.compile.targets import TargetPreset, resolve_target
+from edgecv.compile.weights import Weights
+from edgecv.compile.zoo import ModelSpec, resolve_model
+from edgecv.edge.artifact import (MANIFEST, DecodeSpec, InputSpec, Manifest, OutputSpec, TargetSpec,
+                                  load_manifest, sha256_file)
+from edgecv.edge.errors import ArtifactError, EdgecvError, VerificationError
+
+LIBRARY = "model.so"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EDGECV_CACHE", Path.home() / ".cache" / "edgecv"))
+
+
+@dataclass(frozen=True)
+class CompileRequest:
+    model: str
+    target: str
+    out: Path
+    weights: Weights
+    input_size: int | None = None
+    tuning_records: Path | None = None
+    verify: bool = False
+    verify_images: tuple[str, ...] | None = None
+    classes: tuple[str, ...] | None = None
+    use_cache: bool = True
+
+
+@dataclass
+class CompileResult:
+    out: Path
+    archive: Path
+    manifest: Manifest
+    cached: bool
+    verify_report: object | None = None
+
+
+def _source_digest() -> str:
+    """Hash of the code that shapes an artifact, so a code change invalidates cached builds."""
+    digest = hashlib.sha256()
+    for package in ("compile", "edge"):
+        root = Path(__file__).resolve().parent.parent / package if package == "edge" else Path(__file__).parent
+        for path in sorted(root.glob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _records_digest(records: Path | None) -> str | None:
+    if records is None:
+        return None
+    if not Path(records).is_dir():
+        raise EdgecvError(f"tuning records folder not found: {records}", "pass a folder written by `edgecv tune`")
+    digest = hashlib.sha256()
+    for path in sorted(Path(records).rglob("*.json")):
+        digest.update(path.relative_to(records).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _weights_id(weights: Weights) -> str:
+    if weights.params_file is not None:
+        path = Path(weights.params_file)
+        return f"file:{sha256_file(path)}" if path.is_file() else f"file:{path}"
+    return weights.describe()
+
+
+def cache_key(spec: ModelSpec, req: CompileRequest, target_spec: dict, records: str | None) -> str:
+    import tvm
+
+    parts = {"model": spec.name, "symbol": sha256_file(spec.symbol_file) if spec.symbol_file else None,
+             "weights": _weights_id(req.weights), "input_size": req.input_size or spec.input_size,
+             "target": target_spec, "records": records, "classes": req.classes, "tvm": tvm.__version__,
+             "edgecv": edgecv.__version__, "source": _source_digest()}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _manifest(spec: ModelSpec, model, target: TargetPreset, tvm_target: dict, folder: Path, weights: Weights,
+              records: str | None) -> Manifest:
+    import tvm
+
+    shapes = [tuple(int(d) for d in a.shape) for a in model.raw(_zeros(model.input_shape)).values()]
+    outputs = tuple(OutputSpec(name=o.name, shape=s, description=o.description)
+                    for o, s in zip(model.family.outputs, shapes))
+    return Manifest(
+        model=spec.name, task=model.family.task,
+        target=TargetSpec(name=target.name, arch=target.arch, tvm=tvm_target),
+        input=InputSpec(name="data", shape=model.input_shape, color=spec.color, mean=spec.mean, std=spec.std,
+                        resize=spec.resize),
+        outputs=outputs, decode=DecodeSpec(kind=model.family.decoder), classes=model.classes, groups=spec.groups,
+        library=LIBRARY, files={LIBRARY: sha256_file(folder / LIBRARY)}, weights=weights.describe(), tuning=records,
+        tvm_version=tvm.__version__, edgecv_version=edgecv.__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+
+def _zeros(shape):
+    import numpy as np
+
+    return np.zeros(shape, np.float32)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise ArtifactError(f"--out {out} exists and is not an edgecv artifact",
+                            "choose a new or empty folder (an existing artifact folder is replaced)")
+
+
+def _publish(tmp: Path, out: Path) -> Path:
+    """Move the finished folder into place and write ``<out>.tar.gz``; never a half-written --out."""
+    archive = out.with_name(out.name + ".tar.gz")
+    tmp_archive = tmp.with_name(tmp.name + ".tar.gz")
+    with tarfile.open(tmp_archive, "w:gz") as tar:
+        tar.add(tmp, arcname=out.name)
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    os.replace(tmp_archive, archive)
+    shutil.rmtree(old, ignore_errors=True)
+    return archive
+
+
+def compile_model(req: CompileRequest, progress: Progress | None = None) -> CompileResult:
+    spec = resolve_model(req.model)
+    target = resolve_target(req.target)
+    target.fcompile()  # a missing cross compiler is reported before any slow work
+    out = Path(req.out).resolve()
+    _check_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    progress = progress or Progress(0)
+    can_run_here = _host_can_run(target)
+    steps = 4 + (1 if req.verify and can_run_here else 0)
+    progress.total = steps
+    records = _records_digest(req.tuning_records)
+    tvm_target = _tvm_target(target)
+    key = cache_key(spec, req, tvm_target, records)
+    cached_dir = cache_root() / "compiled" / key
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        cached = req.use_cache and (cached_dir / MANIFEST).is_file()
+        model = None
+        if cached:
+            progress.log(f"reusing cached build {cached_dir} (same model, weights, target, records, code)")
+            shutil.copytree(cached_dir, tmp, dirs_exist_ok=True)
+        if not cached or req.verify:
+            with progress(f"loading {spec.name} in MXNet ({req.weights.describe()})"):
+                from edgecv.compile.gluon import load_source_model
+
+                model = load_source_model(spec, req.weights, req.input_size, progress.log, req.classes)
+        if not cached:
+            _build(model, spec, target, req, tmp, tvm_target, records, progress)
+            _store_in_cache(tmp, cached_dir)
+        else:
+            for _ in range(3):
+                progress.step += 1
+        manifest = load_manifest(tmp, arch=target.arch)
+        report = None
+        if req.verify and can_run_here:
+            report = _verify(model, tmp, req, progress)
+        elif req.verify:
+            progress.log(f"--verify skipped: a {target.arch} artifact can't run on this machine "
+                         "(the tests run ARM artifacts under qemu)")
+        archive = _publish(tmp, out)
+        return CompileResult(out, archive, manifest, cached, report)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        Path(str(tmp) + ".tar.gz").unlink(missing_ok=True)
+
+
+def _tvm_target(target: TargetPreset) -> dict:
+    return target.tvm_target()
+
+
+def _host_can_run(target: TargetPreset) -> bool:
+    from edgecv.edge.elf import host_arch
+
+    return target.arch == host_arch()
+
+
+def _build(model, spec, target, req, folder: Path, tvm_target, records, progress) -> None:
+    from edgecv.compile.build import build_library
+    from edgecv.compile.onnx_export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgecv-onnx-") as work:
+        onnx_path = Path(work) / "model.onnx"
+        with progress("exporting to ONNX and folding shapes (onnxsim)"):
+            export_onnx(model, onnx_path)
+        with progress(f"compiling with TVM for {target.name} ({target.arch})"
+                      + (" with tuning records" if req.tuning_records else " (untuned)")):
+            build_library(onnx_path, "data", model.input_shape, target, folder / LIBRARY, req.tuning_records,
+                          progress.log)
+    with progress("writing manifest.json with checksums"):
+        manifest = _manifest(spec, model, target, tvm_target, folder, req.weights, records)
+        (folder / MANIFEST).write_text(manifest.to_json())
+
+
+def _store_in_cache(folder: Path, cached_dir: Path) -> None:
+    cached_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cached_dir.parent))
+    shutil.copytree(folder, staging, dirs_exist_ok=True)
+    try:
+        staging.rename(cached_dir)
+    except OSError:  # another process stored the same build first
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _verify(model, folder: Path, req: CompileRequest, progress):
+    from edgecv.compile.verify import read_images, verify
+    from edgecv.edge.runtime import TvmModel
+
+    images = read_images(list(req.verify_images) if req.verify_images else None)
+    with progress(f"verifying compiled vs MXNet on {len(images)} real images"):
+        report = verify(model, TvmModel(folder), images)
+    if not report.ok:
+        print(report.summary())
+        raise VerificationError(f"compiled {model.spec.name} differs from MXNet beyond float tolerance "
+                                f"(max |diff| {report.max_abs_diff:.2e})",
+                                "see the per-image lines above; nothing was written to --out")
+    return report

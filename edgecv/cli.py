@@ -1,0 +1,127 @@
+"""The ``edgecv`` command: subcommands registered in one table, errors mapped to exit codes here.
+
+Handlers import their heavy modules (MXNet, the TVM compiler) lazily, so ``edgecv --help`` and the
+edge commands start fast and never load MXNet.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import edgecv
+from edgecv.edge.errors import EdgecvError
+
+
+def _cmd_models(args) -> int:
+    from edgecv.compile.zoo import model_names, resolve_model
+
+    for name in model_names():
+        spec = resolve_model(name)
+        print(f"{name:28} {spec.task:15} {spec.input_size:4}  {spec.description}")
+    print("\nAlso: an exported GluonCV checkpoint, given as PATH/prefix-symbol.json (prefix-0000.params beside it).")
+    return 0
+
+
+def _cmd_targets(args) -> int:
+    from edgecv.compile.targets import TARGETS
+
+    for t in TARGETS.values():
+        cross = f"  (links with {t.cross_compiler})" if t.cross_compiler else ""
+        print(f"{t.name:16} {t.arch:8} {t.description}{cross}")
+    return 0
+
+
+def _cmd_compile(args) -> int:
+    from edgecv.compile.pipeline import CompileRequest, compile_model
+    from edgecv.compile.progress import Progress
+    from edgecv.compile.weights import Weights
+
+    if not (args.pretrained or args.weights or args.random_weights is not None or args.model.endswith(".json")):
+        raise EdgecvError("no weights chosen for " + args.model,
+                          "pass --weights FILE.params, --pretrained or --random-weights SEED")
+    weights = Weights(pretrained=args.pretrained, params_file=args.weights, random_seed=args.random_weights)
+    classes = tuple(Path(args.classes).read_text().split("\n")) if args.classes else None
+    request = CompileRequest(model=args.model, target=args.target, out=args.out, weights=weights,
+                             input_size=args.input_size, tuning_records=args.tuning_records, verify=args.verify,
+                             verify_images=tuple(args.verify_images) if args.verify_images else None,
+                             classes=tuple(c for c in classes if c.strip()) if classes else None,
+                             use_cache=not args.no_cache)
+    result = compile_model(request, Progress(0, quiet=args.quiet))
+    if result.verify_report is not None:
+        print(result.verify_report.summary())
+    m = result.manifest
+    print(f"{m.model} for {m.target.name} ({m.target.arch}) -> {result.out} and {result.archive.name}"
+          f"{' (from cache)' if result.cached else ''}")
+    return 0
+
+
+def _cmd_infer(args) -> int:
+    import numpy as np
+
+    from edgecv.edge.runtime import TvmModel
+
+    model = TvmModel(args.artifact)
+    x = np.load(args.input) if args.input else np.zeros(model.manifest.input.shape, np.float32)
+    outputs = model(x.astype(np.float32))
+    if args.output:
+        np.savez(args.output, **outputs)
+    print(json.dumps({k: list(v.shape) for k, v in outputs.items()}))
+    return 0
+
+
+def _add_compile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a model-zoo name (see `edgecv models`) or PATH/prefix-symbol.json")
+    p.add_argument("--target", required=True, help="a target preset (see `edgecv targets`)")
+    p.add_argument("--out", required=True, type=Path, help="artifact folder to write (DIR.tar.gz too)")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--weights", type=Path, metavar="FILE.params", help="weights saved with net.save_parameters()")
+    w.add_argument("--pretrained", action="store_true", help="GluonCV model-zoo weights (needs the internet)")
+    w.add_argument("--random-weights", type=int, metavar="SEED", help="reproducible random weights (tests, benchmarks)")
+    p.add_argument("--input-size", type=int, metavar="N", help="square input size (default: the model's)")
+    p.add_argument("--tuning-records", type=Path, metavar="DIR", help="MetaSchedule records to apply")
+    p.add_argument("--verify", action="store_true", help="compare with MXNet on real images; fail if they differ")
+    p.add_argument("--verify-images", nargs="+", metavar="FILE", help="images for --verify (default: opencv-doc samples)")
+    p.add_argument("--classes", metavar="FILE", help="class names, one per line (exported checkpoints)")
+    p.add_argument("--no-cache", action="store_true", help="rebuild even if an identical build is cached")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _add_infer(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifact", required=True, type=Path, help="artifact folder")
+    p.add_argument("--input", type=Path, help=".npy input tensor (default: zeros of the input shape)")
+    p.add_argument("--output", type=Path, help="write the outputs to this .npz")
+
+
+# name -> (help, add arguments, handler)
+COMMANDS = {
+    "models": ("list the models `edgecv compile` knows", lambda p: None, _cmd_models),
+    "targets": ("list the target presets", lambda p: None, _cmd_targets),
+    "compile": ("compile a GluonCV model into a verified TVM artifact", _add_compile, _cmd_compile),
+    "infer": ("run an artifact once on a tensor (smoke test on a device)", _add_infer, _cmd_infer),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgecv", description=(
+        "Compile GluonCV detectors with TVM; count people and goods at the edge."))
+    parser.add_argument("--version", action="version", version=f"edgecv {edgecv.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add, handler) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+        p.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except EdgecvError as exc:
+        print(f"edgecv {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"edgecv {args.command}: interrupted", file=sys.stderr)
+        return 130

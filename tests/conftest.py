@@ -1,0 +1,46 @@
+"""Shared fixtures: real compiled artifacts (built once, cached under ~/.cache/edgecv by the compile
+step's own cache), sample media from Debian's opencv-doc, and the CLI as a subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``edgecv ARGS`` in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "edgecv", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def opencv_data() -> Path:
+    assert (OPENCV_DATA / "vtest.avi").is_file(), "Debian's opencv-doc is missing: make setup installs it"
+    return OPENCV_DATA
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory):
+    """``artifacts(model, target, size=None, seed=0)`` -> a compiled artifact folder (session-shared)."""
+    from edgecv.compile.pipeline import CompileRequest, compile_model
+    from edgecv.compile.weights import Weights
+
+    root = tmp_path_factory.mktemp("artifacts")
+    built: dict[tuple, Path] = {}
+
+    def get(model: str, target: str = "x86_64", size: int | None = None, seed: int = 0) -> Path:
+        key = (model, target, size, seed)
+        if key not in built:
+            out = root / f"{model}-{target}-{size or 'default'}-{seed}"
+            compile_model(CompileRequest(model=model, target=target, out=out, weights=Weights(random_seed=seed),
+                                         input_size=size))
+            built[key] = out
+        return built[key]
+
+    return get

@@ -1,0 +1,69 @@
+"""The edge loader refuses artifacts whose checksums, architecture or schema don't match."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edgecv.edge.artifact import load_manifest
+from edgecv.edge.errors import ArtifactError
+from edgecv.edge.runtime import TvmModel
+
+pytestmark = [pytest.mark.tvm, pytest.mark.slow]
+
+
+@pytest.fixture
+def classifier(artifacts, tmp_path):
+    folder = tmp_path / "cls"
+    shutil.copytree(artifacts("mobilenetv2_1.0"), folder)
+    return folder
+
+
+def test_good_artifact_loads_and_runs(classifier):
+    model = TvmModel(classifier)
+    p = model(np.zeros(model.manifest.input.shape, np.float32))["probabilities"]
+    assert p.shape == (1, 1000) and abs(float(p.sum()) - 1) < 1e-4
+
+
+def _edit_manifest(folder, change):
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+CASES = {
+    "tampered library": (lambda f: open(f / "model.so", "ab").write(b"\0"), "checksum mismatch"),
+    "missing library": (lambda f: (f / "model.so").unlink(), "artifact file missing"),
+    "no manifest": (lambda f: (f / "manifest.json").unlink(), "no manifest.json"),
+    "future schema": (lambda f: _edit_manifest(f, lambda d: d.update(schema="edgecv.artifact/9")), "schema"),
+    "unknown key": (lambda f: _edit_manifest(f, lambda d: d.update(colour="red")), "colour"),
+    "file outside": (lambda f: _edit_manifest(f, lambda d: d["files"].update({"../x": "0"})), "outside"),
+    "arch lies": (lambda f: _edit_manifest(f, lambda d: d["target"].update(arch="aarch64")),
+                  "built for x86_64 but its manifest says aarch64"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_artifact_refused_with_clear_error(classifier, case):
+    damage, message = CASES[case]
+    damage(classifier)
+    with pytest.raises(ArtifactError, match=message):
+        TvmModel(classifier)
+
+
+def test_artifact_for_another_cpu_is_refused(artifacts):
+    arm = artifacts("mobilenetv2_1.0", target="aarch64")
+    with pytest.raises(ArtifactError, match="built for aarch64 .* but this machine is x86_64.*--target x86_64"):
+        load_manifest(arm)
+    assert load_manifest(arm, arch="aarch64").target.name == "aarch64"
+
+
+def test_infer_cli_reports_bad_artifact_in_one_line(classifier):
+    from conftest import run_cli
+
+    (classifier / "model.so").write_bytes(b"not a library")
+    result = run_cli("infer", "--artifact", classifier)
+    assert result.returncode == 2 and "checksum mismatch" in result.stderr and "Traceback" not in result.stderr
