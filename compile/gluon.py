@@ -101,7 +101,7 @@ def _load_zoo(spec: ModelSpec, weights: Weights, shape, log) -> SourceModel:
     if weights.params_file is not None:
         load_params_file(net, Path(weights.params_file))
     elif weights.random_seed is not None:
-        randomize(net, shape, weights.random_seed, log)
+        randomize(net, shape, weights.random_seed, log, family.random_head_std)
     if family.task == "detection":
         net.set_nms(**NMS)
     try:

@@ -25,6 +25,8 @@ class Family:
     task: ClassVar[str]
     decoder: ClassVar[str]
     outputs: ClassVar[tuple[OutputInfo, ...]]
+    # Output std of the prediction heads under random weights (see compile/weights.py).
+    random_head_std: ClassVar[float] = 1.0
 
     def raw_outputs(self, net, data):  # pragma: no cover - interface
         raise NotImplementedError
@@ -63,6 +65,9 @@ class YOLO3Family(Family):
     task = "detection"
     decoder = "boxes_scores"
     outputs = SSDFamily.outputs
+    # On real photos the deep YOLO blocks run ~10x hotter than on the calibration inputs; unit-std
+    # heads would then overflow exp() in the box decoder and saturate every score at 1.
+    random_head_std = 0.1
 
     def raw_outputs(self, net, data):
         from gluoncv.model_zoo.yolo.yolo3 import _upsample

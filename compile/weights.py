@@ -4,7 +4,7 @@ Random weights must be numerically sane for compiled-vs-source comparisons to me
 GluonCV's usual ``Normal(0.02)`` makes SSD's deep heads overflow float32. ``randomize`` therefore
 calibrates the network the way BatchNorm would after training: every BatchNorm layer gets the mean
 and variance of its own input (layer by layer, in graph order), and every convolution or dense layer
-that no BatchNorm follows (the prediction heads) is scaled to unit output variance.
+that no BatchNorm follows (the prediction heads) is scaled to the family's ``head_std``.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def load_params_file(net, path: Path) -> None:
                          "pass the .params saved from the same model name and class count") from None
 
 
-def randomize(net, input_shape: tuple[int, ...], seed: int, log=lambda msg: None) -> None:
+def randomize(net, input_shape: tuple[int, ...], seed: int, log=lambda msg: None, head_std: float = 1.0) -> None:
     """Give ``net`` reproducible, numerically sane random weights (see the module docstring)."""
     import mxnet as mx
     from mxnet import gluon
@@ -83,7 +83,7 @@ def randomize(net, input_shape: tuple[int, ...], seed: int, log=lambda msg: None
             fan_in = int(np.prod(p.shape[1:])) if len(p.shape) > 1 else 1
             value = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=p.shape)
         p.set_data(mx.nd.array(value.astype(np.float32)))
-    _calibrate(net, x, params, log)
+    _calibrate(net, x, params, log, head_std)
 
 
 def _natural_noise(rng: np.random.RandomState, shape: tuple[int, ...]) -> np.ndarray:
@@ -104,7 +104,7 @@ def _natural_noise(rng: np.random.RandomState, shape: tuple[int, ...]) -> np.nda
     return (out - out.mean()) / out.std()
 
 
-def _calibrate(net, x, params, log) -> None:
+def _calibrate(net, x, params, log, head_std: float) -> None:
     import mxnet as mx
     from mxnet import gluon
 
@@ -146,6 +146,6 @@ def _calibrate(net, x, params, log) -> None:
         elif node["op"] in _LINEAR_OPS and not consumers.get(index, set()) & _NORMALISED_OPS:
             std = float(evaluate(output_of([index, 0, 0])).std())
             weight = params[nodes[inputs[1][0]]["name"]]
-            weight.set_data(weight.data() / max(std, 1e-6))
+            weight.set_data(weight.data() * (head_std / max(std, 1e-6)))
             calibrated += 1
     log(f"calibrated {calibrated} layers for numerically sane random weights")

@@ -19,7 +19,7 @@ def _edgecv_tree(root: Path) -> Path:
     pkg = root / "edgecv"
     shutil.copytree(REPO / "edgecv", pkg, ignore=shutil.ignore_patterns("__pycache__"))
     for name, folder in {"edge": "edge", "models": "models"}.items():
-        (pkg / name).symlink_to(REPO / folder)
+        shutil.copytree(REPO / folder, pkg / name, ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
 
@@ -30,7 +30,7 @@ def test_aarch64_artifact_matches_x86(arm, artifacts, tmp_path, model, size):
     x = np.random.default_rng(0).standard_normal(x86.manifest.input.shape).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     proc = arm.run(["-m", "edgecv", "infer", "--artifact", str(arm_dir), "--input", str(tmp_path / "x.npy"),
-                    "--output", str(tmp_path / "y.npz")], pythonpath=[_edgecv_tree(tmp_path / "py")])
+                    "--output", str(tmp_path / "y.npz")], pythonpath=[_edgecv_tree(tmp_path / "py")], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = np.load(tmp_path / "y.npz")
     expected = x86(x)
