@@ -43,8 +43,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Until the counting loop lands (issue 4), the demo compiles and verifies the default detector and runs it once.
 demo: setup
-	$(BIN)/edgecv compile mobilenetv2_1.0 --target x86_64 --random-weights 0 --out build/demo-classifier --verify
+	$(BIN)/edgecv compile ssd_512_mobilenet1.0_voc --target x86_64 --random-weights 0 --out build/demo/ssd --verify
+	$(BIN)/edgecv infer --artifact build/demo/ssd
 
 lock:
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Exact versions verified together (constraints for pip -c). Regenerate with `make lock` after a verified upgrade.' > requirements.lock

@@ -17,7 +17,7 @@ from edgecv.compile.heads import FAMILIES, ClassifierFamily, ExportedDetectionFa
 from edgecv.compile.weights import Weights, load_params_file, randomize
 from edgecv.compile.zoo import ModelSpec
 from edgecv.edge.detections import Detections
-from edgecv.edge.errors import ModelError
+from edgecv.edge.errors import ModelError, reason
 
 INPUT_NAME = "data"
 NMS = dict(nms_thresh=0.45, nms_topk=400, post_nms=100)  # GluonCV's defaults, mirrored in DecodeSpec
@@ -94,7 +94,7 @@ def _load_zoo(spec: ModelSpec, weights: Weights, shape, log) -> SourceModel:
     except (OSError, ValueError, AssertionError, RuntimeError) as exc:
         if weights.pretrained:
             raise ModelError(f"could not fetch pretrained weights for {spec.name} "
-                             f"({' '.join(str(exc).split())[:120]})",
+                             f"({reason(exc, 120)})",
                              "this machine can't reach the model zoo: pass --weights FILE.params "
                              "or --random-weights SEED") from None
         raise
@@ -109,7 +109,7 @@ def _load_zoo(spec: ModelSpec, weights: Weights, shape, log) -> SourceModel:
         data = mx.sym.var(INPUT_NAME)
         raw = family.raw_outputs(net, data)
     except mx.base.MXNetError as exc:
-        raise ModelError(f"{spec.name} can't take input size {shape[2]} ({str(exc).splitlines()[0][:120]})",
+        raise ModelError(f"{spec.name} can't take input size {shape[2]} ({reason(exc, 120)})",
                          f"use its default size {spec.input_size}") from None
     all_params = {name: p.data() for name, p in net.collect_params().items()}
     group = mx.sym.Group(raw)
@@ -143,7 +143,7 @@ def _load_checkpoint(spec: ModelSpec, weights: Weights, shape, classes) -> Sourc
         loaded = mx.nd.load(str(params_file))
     except mx.base.MXNetError as exc:
         raise ModelError(f"could not read the checkpoint {symbol_file} / {params_file} "
-                         f"({str(exc).strip().splitlines()[0][:120]})", "re-export it with net.export()") from None
+                         f"({reason(exc, 120)})", "re-export it with net.export()") from None
     params = {k.split(":", 1)[-1]: v for k, v in loaded.items()}
     nodes = json.loads(sym.tojson())["nodes"]
     nms_nodes = [n for n in nodes if n["op"] == "_contrib_box_nms"]
@@ -165,7 +165,7 @@ def _load_checkpoint(spec: ModelSpec, weights: Weights, shape, classes) -> Sourc
         reference(mx.nd.zeros(shape))
     except (AssertionError, mx.base.MXNetError) as exc:
         raise ModelError(f"checkpoint {symbol_file} does not run at input size {shape[2]} "
-                         f"({' '.join(str(exc).split())[:160]})", "pass --input-size the model was exported for") from None
+                         f"({reason(exc)})", "pass --input-size the model was exported for") from None
     if input_name != INPUT_NAME:
         raw = [mx.sym.Group(raw)(**{input_name: mx.sym.var(INPUT_NAME)})]
     group = mx.sym.Group(raw)

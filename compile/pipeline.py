@@ -78,9 +78,10 @@ def _records_digest(records: Path | None) -> str | None:
 
 
 def _weights_id(weights: Weights) -> str:
+    """What the weights are, by content: the manifest's ``weights`` and part of the cache key."""
     if weights.params_file is not None:
         path = Path(weights.params_file)
-        return f"file:{sha256_file(path)}" if path.is_file() else f"file:{path}"
+        return f"file:{path.name} sha256:{sha256_file(path)}" if path.is_file() else f"file:{path}"
     return weights.describe()
 
 
@@ -107,7 +108,7 @@ def _manifest(spec: ModelSpec, model, target: TargetPreset, tvm_target: dict, fo
         input=InputSpec(name="data", shape=model.input_shape, color=spec.color, mean=spec.mean, std=spec.std,
                         resize=spec.resize),
         outputs=outputs, decode=DecodeSpec(kind=model.family.decoder), classes=model.classes, groups=spec.groups,
-        library=LIBRARY, files={LIBRARY: sha256_file(folder / LIBRARY)}, weights=weights.describe(), tuning=records,
+        library=LIBRARY, files={LIBRARY: sha256_file(folder / LIBRARY)}, weights=_weights_id(weights), tuning=records,
         tvm_version=tvm.__version__, edgecv_version=edgecv.__version__,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecv.edge.errors import ModelError
+from edgecv.edge.errors import ModelError, reason
 
 _NORMALISED_OPS = {"BatchNorm"}
 _LINEAR_OPS = {"Convolution", "FullyConnected"}
@@ -46,8 +46,7 @@ def load_params_file(net, path: Path) -> None:
     try:
         loaded = mx.nd.load(str(path))
     except mx.base.MXNetError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"weights file {path} is not a readable MXNet .params file ({first[:120]})",
+        raise ModelError(f"weights file {path} is not a readable MXNet .params file ({reason(exc)})",
                          "re-export it with net.save_parameters()") from None
     if not isinstance(loaded, dict) or not loaded:
         raise ModelError(f"weights file {path} holds no named parameters",
@@ -55,8 +54,7 @@ def load_params_file(net, path: Path) -> None:
     try:
         net.load_parameters(str(path), ignore_extra=False)
     except (AssertionError, ValueError, mx.base.MXNetError) as exc:
-        msg = " ".join(str(exc).split())[:200]
-        raise ModelError(f"weights file {path} does not fit this network ({msg})",
+        raise ModelError(f"weights file {path} does not fit this network ({reason(exc, 200)})",
                          "pass the .params saved from the same model name and class count") from None
 
 
@@ -70,7 +68,10 @@ def randomize(net, input_shape: tuple[int, ...], seed: int, log=lambda msg: None
     net.initialize(mx.init.Normal(0.02), force_reinit=True)
     # A batch of several inputs: statistics of one 1x1 feature map from one image would be degenerate.
     batch = (_CALIBRATION_BATCH,) + tuple(input_shape[1:])
-    x = mx.nd.array(_natural_noise(rng, batch))
+    # Half white noise, half image-like noise: BatchNorm statistics that cover both keep the deep
+    # layers in range on real photos too.
+    half = (batch[0] // 2,) + batch[1:]
+    x = mx.nd.array(np.concatenate([rng.standard_normal(half).astype(np.float32), _natural_noise(rng, half)]))
     net(x)  # materialise deferred shapes
     params = {name: p for name, p in net.collect_params().items() if not isinstance(p, gluon.Constant)}
     for name in sorted(params):

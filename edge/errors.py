@@ -40,3 +40,13 @@ class ConfigError(EdgecvError):
 
 class SourceError(EdgecvError):
     """A video source can't be opened or read."""
+
+
+def reason(exc: BaseException, limit: int = 160) -> str:
+    """The informative line of a library's multi-line error (MXNet and TVM put tracebacks first)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Traceback", "File ", "[bt]", "Stack trace"))
+              and not line[:1].isdigit()]
+    checks = [line for line in useful if "Check failed" in line or "Error" in line]
+    text = (checks or useful or [type(exc).__name__])[-1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."

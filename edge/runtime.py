@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from edgecv.edge.artifact import Manifest, load_manifest
-from edgecv.edge.errors import ArtifactError
+from edgecv.edge.errors import ArtifactError, reason
 
 
 def import_tvm_runtime():
-    if "tvm" not in sys.modules:
-        os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
+    first = "tvm" not in sys.modules
+    previous = os.environ.get("TVM_USE_RUNTIME_LIB")
+    if first and previous is None:
+        os.environ["TVM_USE_RUNTIME_LIB"] = "1"  # only for this import: child processes must not inherit it
     try:
         import tvm
         import tvm.runtime
@@ -26,6 +28,9 @@ def import_tvm_runtime():
     except ImportError as exc:
         raise ArtifactError(f"the TVM runtime is not installed ({exc})",
                             "pip install 'edgecv[edge]' (apache-tvm)") from None
+    finally:
+        if first and previous is None:
+            os.environ.pop("TVM_USE_RUNTIME_LIB", None)
     return tvm
 
 
@@ -44,7 +49,7 @@ class TvmModel:
             self._vm = tvm.runtime.vm.VirtualMachine(module, self._device)
             self._main = self._vm["main"]
         except Exception as exc:  # TVM raises its own error types for a library it can't load
-            raise ArtifactError(f"TVM could not load {library} ({' '.join(str(exc).split())[:160]})",
+            raise ArtifactError(f"TVM could not load {library} ({reason(exc)})",
                                 "recompile the artifact for this machine") from None
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:

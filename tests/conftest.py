@@ -27,10 +27,10 @@ def opencv_data() -> Path:
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory):
-    """``artifacts(model, target, size=None, seed=0)`` -> a compiled artifact folder (session-shared)."""
-    from edgecv.compile.pipeline import CompileRequest, compile_model
-    from edgecv.compile.weights import Weights
+    """``artifacts(model, target, size=None, seed=0)`` -> a compiled artifact folder (session-shared).
 
+    Built by the real CLI in its own process (the compile step's cache makes repeats quick).
+    """
     root = tmp_path_factory.mktemp("artifacts")
     built: dict[tuple, Path] = {}
 
@@ -38,8 +38,9 @@ def artifacts(tmp_path_factory):
         key = (model, target, size, seed)
         if key not in built:
             out = root / f"{model}-{target}-{size or 'default'}-{seed}"
-            compile_model(CompileRequest(model=model, target=target, out=out, weights=Weights(random_seed=seed),
-                                         input_size=size))
+            args = ["compile", model, "--target", target, "--random-weights", str(seed), "--out", str(out)]
+            result = run_cli(*args, *(["--input-size", str(size)] if size else []))
+            assert result.returncode == 0, result.stderr[-3000:]
             built[key] = out
         return built[key]
 

@@ -86,7 +86,9 @@ def test_weights_file_made_by_the_test_is_used(tmp_path, opencv_data):
     expected = mx.nd.softmax(net(mx.nd.array(x))).asnumpy()
     got = TvmModel(out)(x)["probabilities"]
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)
-    assert read_manifest(out).weights == f"file:{params}"
+    from edgecv.edge.artifact import sha256_file
+
+    assert read_manifest(out).weights == f"file:mine.params sha256:{sha256_file(params)}"
 
 
 @pytest.mark.slow
