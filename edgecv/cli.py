@@ -71,6 +71,67 @@ def _cmd_infer(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    import logging
+    import signal
+    import threading
+
+    from edgecv.edge.annotate import VideoSink
+    from edgecv.edge.config import load_config
+    from edgecv.edge.detector import Detector
+    from edgecv.edge.loop import EdgeLoop, ProgressLine, default_outbox
+    from edgecv.edge.sources import open_source
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {k: v for k, v in {"mqtt.url": args.mqtt, "device": args.device_name}.items() if v is not None}
+    config = load_config(args.config, overrides)
+    if args.validate_config:
+        print(f"{args.config or 'options'}: valid")
+        return 0
+    detector = Detector(args.artifact, config.detect)
+    source = open_source(args.source, realtime=args.realtime)
+    publisher = None
+    if config.mqtt is not None:
+        from edgecv.edge.mqtt import MqttPublisher
+        from edgecv.edge.outbox import Outbox
+
+        outbox = Outbox(default_outbox(config.device, config.mqtt.outbox))
+        publisher = MqttPublisher(config.mqtt, config.device, outbox).start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    video = VideoSink(str(args.save_video), fps=getattr(source, "fps", 15.0)) if args.save_video else None
+    loop = EdgeLoop(config, detector, source, publisher, video, ProgressLine(), args.max_frames)
+    summary = loop.run(stop)
+    if publisher is not None:
+        delivered = publisher.flush(timeout=args.flush_timeout)
+        publisher.stop(flush_timeout=0)
+        if not delivered:
+            print(f"edgecv run: {len(publisher.outbox)} messages not yet delivered are kept in "
+                  f"{publisher.outbox.path}; they are sent on the next run", file=sys.stderr)
+    c = summary.counts
+    print(json.dumps({"frames": summary.frames, "fps": round(summary.fps, 2), "dropped": summary.dropped,
+                      "errors": summary.errors, "counts": None if c is None else {
+                          "people": c.people, "goods": c.goods, "people_in": c.people_in,
+                          "people_out": c.people_out, "zones": c.zones}}))
+    return 0
+
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifact", required=True, type=Path, help="detector artifact folder (edgecv compile --out)")
+    p.add_argument("--source", required=True, help="camera index or /dev/videoN, video file, rtsp:// or http:// "
+                   "stream, image folder or glob")
+    p.add_argument("--config", type=Path, help="YAML configuration (see config.example.yaml)")
+    p.add_argument("--mqtt", metavar="URL", help="broker, e.g. mqtt://127.0.0.1:1883 (overrides mqtt.url)")
+    p.add_argument("--device-name", help="device name in topics and messages (overrides device)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--save-video", type=Path, metavar="OUT.mp4", help="write annotated frames")
+    p.add_argument("--realtime", action="store_true", help="pace video files at their frame rate")
+    p.add_argument("--validate-config", action="store_true", help="check the configuration and exit")
+    p.add_argument("--flush-timeout", type=float, default=10.0, help="seconds to wait for delivery at the end")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
+
 def _add_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a model-zoo name (see `edgecv models`) or PATH/prefix-symbol.json")
     p.add_argument("--target", required=True, help="a target preset (see `edgecv targets`)")
@@ -100,6 +161,7 @@ COMMANDS = {
     "targets": ("list the target presets", lambda p: None, _cmd_targets),
     "compile": ("compile a GluonCV model into a verified TVM artifact", _add_compile, _cmd_compile),
     "infer": ("run an artifact once on a tensor (smoke test on a device)", _add_infer, _cmd_infer),
+    "run": ("count people and goods from a video source, publish over MQTT", _add_run, _cmd_run),
 }
 
 

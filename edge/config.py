@@ -1,0 +1,182 @@
+"""The edge loop's configuration: typed, validated once at start, every field described.
+
+One model serves the YAML file, the CLI flags and (later) the Greengrass component configuration.
+Coordinates of lines and zones are fractions of the frame (0..1), so they survive a resolution change.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgecv.edge.errors import ConfigError
+
+Point = tuple[float, float]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _in_frame(points: list[Point]) -> list[Point]:
+    for x, y in points:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"point ({x}, {y}) is outside the frame: use fractions of width/height in 0..1")
+    return points
+
+
+class LineConfig(_Model):
+    name: str = Field("door", description="name used in events")
+    points: tuple[Point, Point] = Field(description="two points A, B as fractions of the frame")
+    in_side: Literal["left", "right"] = Field(
+        "left", description="side of the direction A->B that is 'inside': crossing towards it counts as in")
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, v):
+        _in_frame(list(v))
+        if v[0] == v[1]:
+            raise ValueError("line points must differ")
+        return v
+
+
+class ZoneConfig(_Model):
+    name: str = Field(description="zone name (a shelf), used in counts and events")
+    polygon: list[Point] = Field(min_length=3, max_length=64, description="polygon corners, fractions of the frame")
+    group: Literal["goods", "people"] = Field("goods", description="which group is counted in the zone")
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon(cls, v):
+        return _in_frame(v)
+
+
+class DetectConfig(_Model):
+    score_threshold: float = Field(0.5, ge=0.0, le=1.0, description="detections below this score are dropped")
+    nms_iou: float = Field(0.45, gt=0.0, le=1.0, description="IoU above which same-class boxes are merged")
+    max_detections: int = Field(100, ge=1, le=1000, description="at most this many detections per frame")
+
+
+class TrackerConfig(_Model):
+    iou_threshold: float = Field(0.3, gt=0.0, lt=1.0, description="minimum IoU to continue a track")
+    max_age: int = Field(15, ge=1, description="frames a lost track is kept before it ends")
+    min_hits: int = Field(2, ge=1, description="frames before a new track gets counted")
+    low_score: float = Field(0.1, ge=0.0, le=1.0, description="second-pass detections (ByteTrack) above this")
+
+
+class CountingConfig(_Model):
+    window: int = Field(15, ge=1, description="frames over which present/zone counts are smoothed (median)")
+    line: LineConfig | None = Field(None, description="door line for people in/out")
+    zones: list[ZoneConfig] = Field(default_factory=list, description="shelf zones for goods")
+    groups: dict[str, Literal["people", "goods", "ignore"]] = Field(
+        default_factory=dict, description="class name -> group overrides on top of the model's defaults")
+
+    @model_validator(mode="after")
+    def _unique_zone_names(self):
+        names = [z.name for z in self.zones]
+        if len(names) != len(set(names)):
+            raise ValueError(f"zone names must be unique, got {names}")
+        return self
+
+
+class TlsConfig(_Model):
+    ca_file: Path | None = Field(None, description="CA certificate that signed the broker's certificate")
+    cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: Path | None = Field(None, description="client private key (mutual TLS)")
+    insecure: bool = Field(False, description="skip the broker hostname check (testing only)")
+
+    @model_validator(mode="after")
+    def _pair(self):
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name} not found: {path}")
+        return self
+
+
+class MqttConfig(_Model):
+    url: str = Field("mqtt://127.0.0.1:1883", description="broker: mqtt://host:port or mqtts://host:port")
+    topic_prefix: str = Field("edgecv", description="topics are <prefix>/<device>/{counts,events,stats,status}")
+    qos: Literal[0, 1] = Field(1, description="MQTT QoS of counts and events")
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = Field(None, description="default: edgecv-<device>")
+    tls: TlsConfig | None = None
+    interval: float = Field(10.0, gt=0, description="seconds between counts messages when nothing changes")
+    keepalive: int = Field(30, ge=5, le=3600)
+    outbox: Path | None = Field(None, description="folder of the on-disk queue (default ~/.cache/edgecv/outbox)")
+    format: Literal["edgecv", "dlr"] = Field(
+        "edgecv", description="dlr: also publish aws.greengrass.DLRObjectDetection-shaped messages")
+    dlr_topic: str = Field("ml/dlr/object-detection", description="topic of the DLR-shaped messages")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        u = urlparse(v)
+        if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:
+            raise ValueError(f"{v!r} is not a broker URL: use mqtt://host:port or mqtts://host:port")
+        return v
+
+    @property
+    def host(self) -> str:
+        return urlparse(self.url).hostname
+
+    @property
+    def port(self) -> int:
+        u = urlparse(self.url)
+        return u.port or (8883 if u.scheme in ("mqtts", "ssl") else 1883)
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls is not None or urlparse(self.url).scheme in ("mqtts", "ssl")
+
+
+class RunConfig(_Model):
+    device: str = Field("edgecv", pattern=r"^[A-Za-z0-9_.-]+$", description="device name in topics and messages")
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    counting: CountingConfig = Field(default_factory=CountingConfig)
+    mqtt: MqttConfig | None = Field(None, description="omit to run without publishing")
+    stats_interval: float = Field(10.0, gt=0, description="seconds between stats messages")
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
+
+
+def parse_config(data: dict | None, origin: str = "configuration") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {origin}: {_errors(exc)}", "fix the keys named above (see config.example.yaml)") from None
+
+
+def load_config(path: Path | None, overrides: dict | None = None) -> RunConfig:
+    """Read a YAML file (optional) and apply CLI overrides (dotted keys: ``{"mqtt.url": ...}``)."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}", "pass an existing YAML file to --config")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path} is not valid YAML{where}", "fix the syntax") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of keys", "see config.example.yaml")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[leaf] = value
+    return parse_config(data, str(path) if path else "options")

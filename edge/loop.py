@@ -1,0 +1,193 @@
+"""The edge loop: Source -Frame-> Detector -Detections-> Tracker -> Counter -Counts-> sinks.
+
+Files are read ahead in a thread so decoding overlaps inference; live sources read in their own
+thread. A sink that fails is logged and counted, never allowed to stop the loop.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecv.edge.annotate import VideoSink, annotate
+from edgecv.edge.config import RunConfig
+from edgecv.edge.counting import Counter, Counts, GroupMap
+from edgecv.edge.detector import Detector
+from edgecv.edge.payloads import counts_message, dlr_message, encode, event_message, stats_message
+from edgecv.edge.sources import Source
+from edgecv.edge.stats import LoopStats
+from edgecv.edge.tracker import IouTracker
+
+log = logging.getLogger("edgecv.loop")
+_END = object()
+
+
+@dataclass
+class Summary:
+    frames: int
+    fps: float
+    counts: Counts | None
+    dropped: int
+    errors: int
+    queued: int
+
+
+class EdgeLoop:
+    def __init__(self, config: RunConfig, detector: Detector, source: Source, publisher=None,
+                 video: VideoSink | None = None, progress=None, max_frames: int | None = None):
+        self.config, self.detector, self.source = config, detector, source
+        self.publisher, self.video, self.max_frames = publisher, video, max_frames
+        self.progress = progress
+        manifest = detector.manifest
+        self.model_name = manifest.model
+        self.groups = GroupMap(manifest.classes, manifest.groups, config.counting.groups)
+        self.tracker = IouTracker(config.tracker, high_score=config.detect.score_threshold)
+        self.counter = Counter(config.counting, self.groups)
+        self.stats = LoopStats()
+        self.counts: Counts | None = None
+        self._published_key = None
+        self._last_counts_at = self._last_stats_at = time.monotonic()
+
+    # --- sinks, each behind a guard ---
+    def _guard(self, what: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # a sink must never stop the loop
+            self.stats.errors += 1
+            log.error("%s failed: %s", what, exc)
+
+    def _publish_counts(self, frame_index: int, ts: float, force: bool = False) -> None:
+        if self.publisher is None or self.counts is None:
+            return
+        now = time.monotonic()
+        if force or self.counts.key() != self._published_key or now - self._last_counts_at >= self.config.mqtt.interval:
+            message = counts_message(self.config.device, self.model_name, frame_index, ts, self.counts)
+            self.publisher.publish("counts", lambda seq: encode({**message, "seq": seq}))
+            self._published_key, self._last_counts_at = self.counts.key(), now
+
+    def _publish_events(self, events, frame_index: int, ts: float) -> None:
+        for event in events:
+            message = event_message(self.config.device, self.model_name, frame_index, ts, event)
+            self.publisher.publish("events", lambda seq, m=message: encode({**m, "seq": seq}))
+
+    def _publish_stats(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.publisher is None or not (force or now - self._last_stats_at >= self.config.stats_interval):
+            return
+        message = stats_message(self.config.device, time.time(),
+                                self.stats.snapshot(self.source.dropped, len(self.publisher.outbox)))
+        self.publisher.publish("stats", lambda seq: encode({**message, "seq": seq}), qos=0)
+        self._last_stats_at = now
+
+    # --- the loop ---
+    def _frames(self, stop: threading.Event):
+        if self.source.live:
+            yield from self.source.frames(stop)
+            return
+        ahead: queue.Queue = queue.Queue(maxsize=4)
+
+        def read():
+            try:
+                for frame in self.source.frames(stop):
+                    while not stop.is_set():
+                        try:
+                            ahead.put(frame, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+            except Exception as exc:
+                log.error("reading %s failed: %s", self.source.name, exc)
+            finally:
+                ahead.put(_END)
+
+        threading.Thread(target=read, name="edgecv-read", daemon=True).start()
+        while True:
+            frame = ahead.get()
+            if frame is _END:
+                return
+            yield frame
+
+    def step(self, frame) -> None:
+        detections = self.detector(frame.image, frame.index, frame.timestamp, frame.source)
+        self.stats.frame(self.detector.last_latency)
+        tracked = self.tracker.update(detections)
+        h, w = frame.image.shape[:2]
+        self.counts, events = self.counter.update(tracked, (w, h))
+        if self.publisher is not None:
+            self._guard("publishing events", self._publish_events, events, frame.index, frame.timestamp)
+            self._guard("publishing counts", self._publish_counts, frame.index, frame.timestamp)
+            self._guard("publishing stats", self._publish_stats)
+            if self.config.mqtt.format == "dlr":
+                confident = detections[detections.scores >= self.config.detect.score_threshold]
+                payload = encode(dlr_message(frame.timestamp, confident, self.groups.name))
+                self._guard("publishing DLR message", self.publisher.publish_raw, self.config.mqtt.dlr_topic, payload)
+        if self.video is not None:
+            self._guard("writing video", lambda: self.video.write(
+                annotate(frame.image, tracked, self.groups, self.config.counting, self.counts)))
+        if self.progress is not None:
+            self._guard("progress", self.progress.update, self)
+
+    def run(self, stop: threading.Event) -> Summary:
+        last = None
+        try:
+            for frame in self._frames(stop):
+                try:
+                    self.step(frame)
+                except ValueError as exc:  # a frame the model can't take: skip it, keep counting
+                    self.stats.errors += 1
+                    log.warning("skipping frame %d: %s", frame.index, exc)
+                    continue
+                last = frame
+                if self.max_frames and self.stats.frames >= self.max_frames:
+                    break
+        finally:
+            stop.set()
+            self.source.close()
+            if last is not None:
+                self._guard("publishing final counts", self._publish_counts, last.index, last.timestamp, True)
+            self._guard("publishing final stats", self._publish_stats, True)
+            if self.video is not None:
+                self.video.close()
+            if self.progress is not None:
+                self.progress.close(self)
+        queued = len(self.publisher.outbox) if self.publisher is not None else 0
+        return Summary(self.stats.frames, self.stats.overall_fps, self.counts,
+                       self.source.dropped, self.stats.errors + self.source.errors, queued)
+
+
+class ProgressLine:
+    """A one-line status on a terminal (redrawn), or a line every 10 s when not a terminal."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last = 0.0
+
+    def update(self, loop: EdgeLoop) -> None:
+        now = time.monotonic()
+        if now - self._last < (0.5 if self.tty else 10.0):
+            return
+        self._last = now
+        self.stream.write(("\r" if self.tty else "") + self._text(loop) + ("" if self.tty else "\n"))
+        self.stream.flush()
+
+    def _text(self, loop: EdgeLoop) -> str:
+        c = loop.counts
+        counts = f"people {c.people} goods {c.goods} in {c.people_in} out {c.people_out}" if c else "-"
+        queued = f" queued {len(loop.publisher.outbox)}" if loop.publisher is not None else ""
+        return (f"frames {loop.stats.frames}  {loop.stats.overall_fps:5.1f} fps  {counts}  "
+                f"dropped {loop.source.dropped}{queued}")
+
+    def close(self, loop: EdgeLoop) -> None:
+        self.stream.write(("\r" if self.tty else "") + self._text(loop) + "\n")
+        self.stream.flush()
+
+
+def default_outbox(device: str, configured: Path | None) -> Path:
+    """Where a device's unacknowledged messages wait: ``<outbox folder>/<device>.sqlite``."""
+    base = Path(configured) if configured else Path.home() / ".cache" / "edgecv" / "outbox"
+    return base / f"{device}.sqlite"

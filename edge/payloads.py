@@ -1,0 +1,52 @@
+"""The wire format, in one place: counts, events and stats as versioned JSON (schemas beside this file).
+
+Every message carries ``seq``, the position in this device's outbox: strictly increasing across
+restarts, so a consumer can order messages and drop duplicates (QoS 1 delivers at least once).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+
+from edgecv.edge.counting import Counts
+from edgecv.edge.detections import Detections
+
+COUNTS_SCHEMA = "edgecv.counts/1"
+EVENT_SCHEMA = "edgecv.event/1"
+STATS_SCHEMA = "edgecv.stats/1"
+SCHEMA_FILES = {COUNTS_SCHEMA: "counts.schema.json", EVENT_SCHEMA: "event.schema.json",
+                STATS_SCHEMA: "stats.schema.json"}
+
+
+def iso_utc(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def counts_message(device: str, model: str, frame: int, ts: float, counts: Counts) -> dict:
+    return {"schema": COUNTS_SCHEMA, "device": device, "ts": iso_utc(ts), "frame": frame, "model": model,
+            "counts": {"people": counts.people, "goods": counts.goods}, "by_class": counts.by_class,
+            "people_in": counts.people_in, "people_out": counts.people_out, "zones": counts.zones}
+
+
+def event_message(device: str, model: str, frame: int, ts: float, event: dict) -> dict:
+    return {"schema": EVENT_SCHEMA, "device": device, "ts": iso_utc(ts), "frame": frame, "model": model, **event}
+
+
+def stats_message(device: str, ts: float, stats: dict) -> dict:
+    return {"schema": STATS_SCHEMA, "device": device, "ts": iso_utc(ts), **stats}
+
+
+def dlr_message(ts: float, detections: Detections, names, top: int = 5, threshold: float = 0.3) -> dict:
+    """The message shape of AWS's ``aws.greengrass.DLRObjectDetection`` (``ml/dlr/object-detection``),
+    string-typed fields included, so consumers written for it keep working."""
+    order = [i for i in detections.scores.argsort()[::-1] if detections.scores[i] >= threshold][:top]
+    return {"timestamp": iso_utc(ts), "inference-type": "object-detection",
+            "inference-description": f"Top {top} predictions with score {threshold} or above ",
+            "inference-results": [{"Label": names(int(detections.class_ids[i])),
+                                   "Score": f"{float(detections.scores[i]):.4f}",
+                                   "Box": json.dumps([round(float(v), 1) for v in detections.boxes[i]])}
+                                  for i in order]}
+
+
+def encode(message: dict) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()
