@@ -47,11 +47,9 @@ def _side(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> np.ndarray:
     return np.sign((b[0] - a[0]) * (p[..., 1] - a[1]) - (b[1] - a[1]) * (p[..., 0] - a[0]))
 
 
-def _segments_cross(a, b, p, q) -> bool:
-    """Does segment P->Q cross segment A->B (touching the end of a step counts once)?"""
-    d1, d2 = _side(a, b, p), _side(a, b, q)
-    d3, d4 = _side(p, q, a), _side(p, q, b)
-    return d1 != d2 and d2 != 0 and d3 != d4
+def _reaches_line(a, b, p, q) -> bool:
+    """Does the step P->Q touch the finite segment A-B (ends included)?"""
+    return _side(p, q, a) * _side(p, q, b) <= 0
 
 
 @dataclass
@@ -60,7 +58,7 @@ class LineCounter:
     people_in: int = 0
     people_out: int = 0
     forget_after: int = 300  # updates after which a track's last position is dropped (bounded memory)
-    _last: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
+    _last: dict[int, tuple[np.ndarray, float, int]] = field(default_factory=dict)  # point, side, update
     _updates: int = 0
 
     def update(self, tracked: Detections, frame_size: tuple[int, int]) -> list[dict]:
@@ -75,11 +73,13 @@ class LineCounter:
         centres = (tracked.boxes[:, :2] + tracked.boxes[:, 2:]) / 2
         self._updates += 1
         for tid, centre in zip(tracked.track_ids.tolist(), centres):
+            side = float(_side(a, b, centre))
             prev = self._last.get(tid)
-            self._last[tid] = (centre, self._updates)
-            if prev is None or not _segments_cross(a, b, prev[0], centre):
+            # a point on the line keeps the side it came from: touching and turning back is no crossing
+            self._last[tid] = (centre, side or (prev[1] if prev else 0.0), self._updates)
+            if prev is None or side == 0 or prev[1] in (0.0, side) or not _reaches_line(a, b, prev[0], centre):
                 continue
-            direction = "in" if _side(a, b, centre) == inside else "out"
+            direction = "in" if side == inside else "out"
             if direction == "in":
                 self.people_in += 1
             else:
@@ -87,7 +87,7 @@ class LineCounter:
             events.append({"type": "line_crossing", "line": self.config.name, "direction": direction,
                            "track_id": int(tid)})
         if self._updates % 64 == 0:
-            self._last = {t: v for t, v in self._last.items() if self._updates - v[1] <= self.forget_after}
+            self._last = {t: v for t, v in self._last.items() if self._updates - v[2] <= self.forget_after}
         return events
 
 

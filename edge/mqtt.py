@@ -83,7 +83,7 @@ class MqttPublisher:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._connected.clear()
-        if not self._stop.is_set():
+        if not self._stop.is_set() and not (self.last_error or "").startswith("broker refused"):
             self.last_error = f"disconnected from the broker ({reason_code}); reconnecting"
             log.warning("%s, %d messages kept on disk", self.last_error, len(self.outbox))
 

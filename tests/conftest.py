@@ -19,6 +19,21 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subpro
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.fixture
+def broker(tmp_path):
+    from broker import Mosquitto
+
+    b = Mosquitto(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def detector_artifact(artifacts):
+    """A small real detector for loop tests: SSD MobileNet at 128 px (untuned TVM runs it in ~0.4 s)."""
+    return artifacts("ssd_512_mobilenet1.0_voc", size=128)
+
+
 @pytest.fixture(scope="session")
 def opencv_data() -> Path:
     assert (OPENCV_DATA / "vtest.avi").is_file(), "Debian's opencv-doc is missing: make setup installs it"

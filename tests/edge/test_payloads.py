@@ -1,0 +1,56 @@
+"""Messages validate against the JSON Schemas shipped beside the payloads module."""
+import json
+from importlib import resources
+
+import jsonschema
+import numpy as np
+import pytest
+
+from edgecv.edge.counting import Counts
+from edgecv.edge.detections import Detections
+from edgecv.edge.payloads import (SCHEMA_FILES, counts_message, dlr_message, event_message, stats_message)
+
+
+def schema(name):
+    return json.loads(resources.files("edgecv.edge").joinpath(f"schemas/{SCHEMA_FILES[name]}").read_text())
+
+
+def validate(message):
+    jsonschema.validate(message, schema(message["schema"]), format_checker=jsonschema.FormatChecker())
+
+
+COUNTS = Counts(people=2, goods=5, by_class={"person": 2, "bottle": 5}, people_in=3, people_out=1, zones={"a": 4})
+
+
+def test_counts_message_validates():
+    m = {**counts_message("cam1", "ssd", 7, 1_700_000_000.25, COUNTS), "seq": 1}
+    validate(m)
+    assert m["ts"] == "2023-11-14T22:13:20.250Z" and m["counts"] == {"people": 2, "goods": 5}
+
+
+@pytest.mark.parametrize("event", [
+    {"type": "line_crossing", "line": "door", "direction": "in", "track_id": 4},
+    {"type": "zone_change", "zone": "a", "group": "goods", "before": 1, "after": 2},
+])
+def test_event_messages_validate(event):
+    validate({**event_message("cam1", "ssd", 7, 0.0, event), "seq": 2})
+
+
+def test_bad_messages_are_rejected_by_the_schema():
+    m = {**counts_message("cam1", "ssd", 7, 0.0, COUNTS), "seq": 1}
+    with pytest.raises(jsonschema.ValidationError):
+        validate({**m, "counts": {"people": -1, "goods": 0}})
+    with pytest.raises(jsonschema.ValidationError):
+        validate({**event_message("c", "m", 1, 0.0, {"type": "line_crossing", "line": "d"}), "seq": 3})
+
+
+def test_stats_message_validates():
+    validate({**stats_message("cam1", 0.0, {"frames": 3, "fps": 1.5, "latency_ms": {"p50": 1, "p99": 2},
+                                            "dropped": 0, "errors": 0, "queued": 0}), "seq": 4})
+
+
+def test_dlr_shape():
+    d = Detections(np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.float32), np.array([0.2, 0.9], np.float32), np.array([0, 1]))
+    m = dlr_message(0.0, d, lambda i: ["cat", "dog"][i])
+    assert m["inference-type"] == "object-detection"
+    assert m["inference-results"] == [{"Label": "dog", "Score": "0.9000", "Box": "[5.0, 6.0, 7.0, 8.0]"}]

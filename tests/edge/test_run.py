@@ -1,0 +1,207 @@
+"""`edgecv run` end to end: a real compiled detector, Debian's vtest.avi, a real Mosquitto broker."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from importlib import resources
+
+import jsonschema
+import numpy as np
+import pytest
+import yaml
+
+from broker import Subscriber
+from conftest import run_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.tvm]
+
+CONFIG = {
+    "device": "cam1",
+    "detect": {"score_threshold": 0.3},
+    "tracker": {"min_hits": 1},
+    "counting": {"window": 3, "line": {"points": [[0.0, 0.5], [1.0, 0.5]]},
+                 "zones": [{"name": "left", "polygon": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]], "group": "people"}]},
+    "mqtt": {"interval": 0.5},
+    "stats_interval": 1,
+}
+
+
+def _write_config(tmp_path, **changes):
+    data = json.loads(json.dumps(CONFIG))
+    for key, value in changes.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    data["mqtt"]["outbox"] = str(tmp_path / "outbox")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _schema(name):
+    return json.loads(resources.files("edgecv.edge").joinpath(f"schemas/{name}.schema.json").read_text())
+
+
+@pytest.mark.broker
+def test_run_on_vtest_publishes_valid_counts(broker, detector_artifact, opencv_data, tmp_path):
+    sub = Subscriber(broker.port)
+    video = tmp_path / "out.avi"
+    result = run_cli("run", "--artifact", detector_artifact, "--source", opencv_data / "vtest.avi",
+                     "--config", _write_config(tmp_path), "--mqtt", broker.url, "--max-frames", "12",
+                     "--save-video", video)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["frames"] == 12 and summary["errors"] == 0
+    assert sub.wait_for(lambda m: any(p == b"offline" for t, p, _ in m if t == "edgecv/cam1/status"))
+    counts, stats = sub.json("/cam1/counts"), sub.json("/cam1/stats")
+    assert counts and stats
+    for message in counts:
+        jsonschema.validate(message, _schema("counts"))
+    for message in stats:
+        jsonschema.validate(message, _schema("stats"))
+    for message in sub.json("/cam1/events"):
+        jsonschema.validate(message, _schema("event"))
+    seqs = [m["seq"] for m in counts + stats + sub.json("/cam1/events")]
+    assert len(seqs) == len(set(seqs))
+    assert counts[-1]["frame"] == 11 and counts[-1]["model"] == "ssd_512_mobilenet1.0_voc"
+    statuses = [p for t, p, _ in sub.messages if t == "edgecv/cam1/status"]
+    assert statuses[0] == b"online" and statuses[-1] == b"offline"
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    ok, frame = cap.read()
+    assert ok and frame.shape == (576, 768, 3)
+    sub.close()
+
+
+@pytest.mark.broker
+def test_dlr_compatible_messages(broker, detector_artifact, opencv_data, tmp_path):
+    sub = Subscriber(broker.port)
+    config = _write_config(tmp_path, mqtt={"interval": 0.5, "format": "dlr"}, detect={"score_threshold": 0.0})
+    result = run_cli("run", "--artifact", detector_artifact, "--source", opencv_data / "vtest.avi",
+                     "--config", config, "--mqtt", broker.url, "--max-frames", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sub.wait_for(lambda m: len([t for t, *_ in m if t == "ml/dlr/object-detection"]) == 2)
+    message = json.loads(next(p for t, p, _ in sub.messages if t == "ml/dlr/object-detection"))
+    assert message["inference-type"] == "object-detection" and isinstance(message["inference-results"], list)
+    sub.close()
+
+
+@pytest.mark.broker
+def test_sigterm_stops_cleanly_and_publishes_offline(broker, detector_artifact, opencv_data, tmp_path):
+    sub = Subscriber(broker.port)
+    proc = subprocess.Popen([sys.executable, "-m", "edgecv", "run", "--artifact", str(detector_artifact),
+                             "--source", str(opencv_data / "vtest.avi"), "--config", str(_write_config(tmp_path)),
+                             "--mqtt", broker.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert sub.wait_for(lambda m: len(sub.json("/cam1/counts")) >= 1, timeout=120)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert json.loads(out.strip().splitlines()[-1])["frames"] >= 1
+    assert sub.wait_for(lambda m: [p for t, p, _ in m if t == "edgecv/cam1/status"][-1] == b"offline")
+    sub.close()
+
+
+def test_broker_down_keeps_counts_on_disk_until_next_run(detector_artifact, opencv_data, tmp_path):
+    from broker import Mosquitto
+
+    down = Mosquitto(tmp_path / "b")   # configured, not started
+    config = _write_config(tmp_path)
+    result = run_cli("run", "--artifact", detector_artifact, "--source", opencv_data / "vtest.avi",
+                     "--config", config, "--mqtt", down.url, "--max-frames", "3", "--flush-timeout", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "messages not yet delivered are kept in" in result.stderr
+    down.start()
+    try:
+        sub = Subscriber(down.port)
+        result = run_cli("run", "--artifact", detector_artifact, "--source", opencv_data / "vtest.avi",
+                         "--config", config, "--mqtt", down.url, "--max-frames", "1")
+        assert result.returncode == 0, result.stderr[-2000:]
+        frames = [m["frame"] for m in sub.json("/cam1/counts")]
+        assert len(frames) >= 2 and frames[-1] == 0 and 2 in frames[:-1], frames  # the first run's come first
+        seqs = [m["seq"] for m in sub.json("/cam1/counts")]
+        assert seqs == sorted(seqs)
+        sub.close()
+    finally:
+        down.stop()
+
+
+# ---- bad input: one line naming the problem and the fix ----
+
+def _bad(tmp_path, artifact, source, config=None):
+    args = ["run", "--artifact", artifact, "--source", source]
+    if config:
+        args += ["--config", config]
+    result = run_cli(*args, timeout=120)
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    return errors[0]
+
+
+def test_missing_video_file(detector_artifact, tmp_path):
+    assert "video file not found" in _bad(tmp_path, detector_artifact, tmp_path / "nope.mp4")
+
+
+def test_camera_that_does_not_exist(detector_artifact, tmp_path):
+    assert "camera /dev/video97 does not exist" in _bad(tmp_path, detector_artifact, "/dev/video97")
+    assert "can't open camera 7" in _bad(tmp_path, detector_artifact, "7")
+
+
+def test_unreachable_stream(detector_artifact, tmp_path):
+    from broker import free_port
+
+    assert "can't open rtsp://127.0.0.1" in _bad(tmp_path, detector_artifact, f"rtsp://127.0.0.1:{free_port()}/cam")
+
+
+def test_bad_yaml(detector_artifact, opencv_data, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("detect:\n  score_threshold: [\n")
+    assert "not valid YAML" in _bad(tmp_path, detector_artifact, opencv_data / "vtest.avi", config)
+    config.write_text("detect:\n  score_treshold: 0.3\n")
+    assert "detect.score_treshold" in _bad(tmp_path, detector_artifact, opencv_data / "vtest.avi", config)
+
+
+def test_tampered_artifact(detector_artifact, opencv_data, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(detector_artifact, art)
+    with open(art / "model.so", "r+b") as f:
+        f.seek(1000)
+        f.write(b"\xff\xff")
+    assert "checksum mismatch" in _bad(tmp_path, art, opencv_data / "vtest.avi")
+
+
+def test_artifact_for_another_cpu(artifacts, opencv_data, tmp_path):
+    arm = artifacts("ssd_512_mobilenet1.0_voc", target="aarch64", size=256)
+    assert "built for aarch64" in _bad(tmp_path, arm, opencv_data / "vtest.avi")
+
+
+def test_corrupt_frames_are_skipped_and_counted(detector_artifact, opencv_data, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(opencv_data / "basketball1.png", folder / "a.png")
+    (folder / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    shutil.copy(opencv_data / "messi5.jpg", folder / "c.jpg")
+    result = run_cli("run", "--artifact", detector_artifact, "--source", folder)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["frames"] == 2 and summary["errors"] == 1
+    assert "skipping unreadable image" in result.stderr
+
+
+def test_stream_that_drops_is_reconnected(detector_artifact, opencv_data):
+    import cv2
+
+    from mjpeg_server import MjpegCamera
+
+    cap = cv2.VideoCapture(str(opencv_data / "vtest.avi"))
+    frames = [cv2.imencode(".jpg", cap.read()[1])[1].tobytes() for _ in range(20)]
+    with MjpegCamera(frames, drop_every=5, fps=5) as camera:
+        result = run_cli("run", "--artifact", detector_artifact, "--source", camera.url, "--max-frames", "8",
+                         "--log-level", "warning", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["frames"] == 8
+    assert camera.connections >= 2 and "reconnecting" in result.stderr
