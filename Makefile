@@ -43,10 +43,24 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# Until the counting loop lands (issue 4), the demo compiles and verifies the default detector and runs it once.
+# The demo: compile the default detector for this CPU (verified against MXNet), start a local Mosquitto on
+# a free port, run the counter on Debian's vtest.avi publishing to it, print what arrives, save the video.
+DEMO_MODEL ?= ssd_512_mobilenet1.0_voc
+DEMO_ARGS ?= --random-weights 0 --input-size 256
+DEMO_FRAMES ?= 40
 demo: setup
-	$(BIN)/edgecv compile ssd_512_mobilenet1.0_voc --target x86_64 --random-weights 0 --out build/demo/ssd --verify
-	$(BIN)/edgecv infer --artifact build/demo/ssd
+	$(BIN)/edgecv compile $(DEMO_MODEL) --target x86_64 $(DEMO_ARGS) --out build/demo/model --verify
+	@port=$$($(BIN)/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+	mkdir -p build/demo; printf 'listener %s 127.0.0.1\nallow_anonymous true\n' $$port > build/demo/mosquitto.conf; \
+	mosquitto -c build/demo/mosquitto.conf > build/demo/mosquitto.log 2>&1 & broker=$$!; \
+	trap 'kill $$broker $$sub 2>/dev/null' EXIT; sleep 0.5; \
+	mosquitto_sub -p $$port -t 'edgecv/#' -v > build/demo/messages.txt & sub=$$!; sleep 0.3; \
+	echo "Mosquitto on 127.0.0.1:$$port; messages -> build/demo/messages.txt"; \
+	$(BIN)/edgecv run --artifact build/demo/model --source /usr/share/doc/opencv-doc/examples/data/vtest.avi \
+		--config config.example.yaml --mqtt mqtt://127.0.0.1:$$port --device-name demo \
+		--max-frames $(DEMO_FRAMES) --save-video build/demo/annotated.mp4; \
+	sleep 1; echo "--- last messages ---"; tail -n 5 build/demo/messages.txt; \
+	echo "annotated video: build/demo/annotated.mp4"
 
 lock:
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Exact versions verified together (constraints for pip -c). Regenerate with `make lock` after a verified upgrade.' > requirements.lock

@@ -132,6 +132,21 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
 
+def _cmd_bench_loop(args) -> int:
+    from edgecv.edge.benchmark import run_benchmark
+
+    result = run_benchmark(args.artifact, args.video, args.frames, args.out)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _add_bench_loop(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifact", required=True, type=Path, help="detector artifact folder")
+    p.add_argument("--video", required=True, type=Path, help="video whose frames are cycled")
+    p.add_argument("--frames", type=int, default=1000, help="frames to run (default 1000)")
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="where loop.json/loop.md go")
+
+
 def _add_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a model-zoo name (see `edgecv models`) or PATH/prefix-symbol.json")
     p.add_argument("--target", required=True, help="a target preset (see `edgecv targets`)")
@@ -161,6 +176,8 @@ COMMANDS = {
     "targets": ("list the target presets", lambda p: None, _cmd_targets),
     "compile": ("compile a GluonCV model into a verified TVM artifact", _add_compile, _cmd_compile),
     "infer": ("run an artifact once on a tensor (smoke test on a device)", _add_infer, _cmd_infer),
+    "bench-loop": ("end-to-end vs inference frames/s and memory of the edge loop", _add_bench_loop,
+                   _cmd_bench_loop),
     "run": ("count people and goods from a video source, publish over MQTT", _add_run, _cmd_run),
 }
 
