@@ -42,6 +42,11 @@ class SourceModel:
     params: dict               # name -> mx.nd.NDArray, exactly what raw_symbols need
     reference: object          # callable x -> GluonCV outputs (with NMS for detectors)
 
+    @property
+    def aux_names(self) -> set[str]:
+        mx = _quiet_mxnet()
+        return set(mx.sym.Group(self.raw_symbols).list_auxiliary_states())
+
     def raw(self, x: np.ndarray) -> dict[str, np.ndarray]:
         mx = _quiet_mxnet()
         from mxnet import gluon

@@ -45,6 +45,7 @@ class CompileRequest:
     verify_images: tuple[str, ...] | None = None
     classes: tuple[str, ...] | None = None
     use_cache: bool = True
+    keep_reference: bool = False
 
 
 @dataclass
@@ -90,13 +91,14 @@ def cache_key(spec: ModelSpec, req: CompileRequest, target_spec: dict, records: 
 
     parts = {"model": spec.name, "symbol": sha256_file(spec.symbol_file) if spec.symbol_file else None,
              "weights": _weights_id(req.weights), "input_size": req.input_size or spec.input_size,
-             "target": target_spec, "records": records, "classes": req.classes, "tvm": tvm.__version__,
+             "target": target_spec, "records": records, "classes": req.classes, "reference": req.keep_reference,
+             "tvm": tvm.__version__,
              "edgecv": edgecv.__version__, "source": _source_digest()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _manifest(spec: ModelSpec, model, target: TargetPreset, tvm_target: dict, folder: Path, weights: Weights,
-              records: str | None) -> Manifest:
+              records: str | None, reference: dict[str, str] | None) -> Manifest:
     import tvm
 
     shapes = [tuple(int(d) for d in a.shape) for a in model.raw(_zeros(model.input_shape)).values()]
@@ -108,7 +110,8 @@ def _manifest(spec: ModelSpec, model, target: TargetPreset, tvm_target: dict, fo
         input=InputSpec(name="data", shape=model.input_shape, color=spec.color, mean=spec.mean, std=spec.std,
                         resize=spec.resize),
         outputs=outputs, decode=DecodeSpec(kind=model.family.decoder), classes=model.classes, groups=spec.groups,
-        library=LIBRARY, files={LIBRARY: sha256_file(folder / LIBRARY)}, weights=_weights_id(weights), tuning=records,
+        library=LIBRARY, files={name: sha256_file(folder / name) for name in [LIBRARY, *(reference or {}).values()]},
+        weights=_weights_id(weights), tuning=records, reference=reference,
         tvm_version=tvm.__version__, edgecv_version=edgecv.__version__,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -156,6 +159,7 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
     key = cache_key(spec, req, tvm_target, records)
     cached_dir = cache_root() / "compiled" / key
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared
     try:
         cached = req.use_cache and (cached_dir / MANIFEST).is_file()
         model = None
@@ -201,6 +205,7 @@ def _build(model, spec, target, req, folder: Path, tvm_target, records, progress
     from edgecv.compile.build import build_library
     from edgecv.compile.onnx_export import export_onnx
 
+    reference = None
     with tempfile.TemporaryDirectory(prefix="edgecv-onnx-") as work:
         onnx_path = Path(work) / "model.onnx"
         with progress("exporting to ONNX and folding shapes (onnxsim)"):
@@ -209,9 +214,22 @@ def _build(model, spec, target, req, folder: Path, tvm_target, records, progress
                       + (" with tuning records" if req.tuning_records else " (untuned)")):
             build_library(onnx_path, "data", model.input_shape, target, folder / LIBRARY, req.tuning_records,
                           progress.log)
+        if req.keep_reference:
+            reference = _write_reference(model, onnx_path, folder)
     with progress("writing manifest.json with checksums"):
-        manifest = _manifest(spec, model, target, tvm_target, folder, req.weights, records)
+        manifest = _manifest(spec, model, target, tvm_target, folder, req.weights, records, reference)
         (folder / MANIFEST).write_text(manifest.to_json())
+
+
+def _write_reference(model, onnx_path: Path, folder: Path) -> dict[str, str]:
+    """The same graph uncompiled, for the ONNX Runtime and MXNet reference backends (bench, checks)."""
+    import mxnet as mx
+
+    shutil.copy(onnx_path, folder / "reference.onnx")
+    mx.sym.Group(model.raw_symbols).save(str(folder / "reference-symbol.json"))
+    mx.nd.save(str(folder / "reference-0000.params"),
+               {("aux:" if k in model.aux_names else "arg:") + k: v for k, v in model.params.items()})
+    return {"onnx": "reference.onnx", "mxnet_symbol": "reference-symbol.json", "mxnet_params": "reference-0000.params"}
 
 
 def _store_in_cache(folder: Path, cached_dir: Path) -> None:

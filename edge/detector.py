@@ -12,17 +12,12 @@ from edgecv.edge.decode import decode_detections
 from edgecv.edge.detections import Detections
 from edgecv.edge.errors import ArtifactError
 from edgecv.edge.preprocess import preprocess
-from edgecv.edge.runtime import TvmModel
-
-# name -> loader(artifact folder) -> a model with .manifest and __call__(x) -> {output: array}
-BACKENDS = {"tvm": TvmModel}
+from edgecv.edge.backends import open_backend
 
 
 class Detector:
     def __init__(self, artifact: Path, config: DetectConfig | None = None, backend: str = "tvm"):
-        if backend not in BACKENDS:
-            raise ArtifactError(f"unknown backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
-        self.model = BACKENDS[backend](Path(artifact))
+        self.model = open_backend(backend, Path(artifact))
         self.manifest = self.model.manifest
         if self.manifest.task != "detection":
             raise ArtifactError(f"{artifact} is a {self.manifest.task} model, not a detector",

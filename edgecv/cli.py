@@ -47,7 +47,7 @@ def _cmd_compile(args) -> int:
                              input_size=args.input_size, tuning_records=args.tuning_records, verify=args.verify,
                              verify_images=tuple(args.verify_images) if args.verify_images else None,
                              classes=tuple(c for c in classes if c.strip()) if classes else None,
-                             use_cache=not args.no_cache)
+                             use_cache=not args.no_cache, keep_reference=args.keep_reference)
     result = compile_model(request, Progress(0, quiet=args.quiet))
     if result.verify_report is not None:
         print(result.verify_report.summary())
@@ -88,7 +88,7 @@ def _cmd_run(args) -> int:
     if args.validate_config:
         print(f"{args.config or 'options'}: valid")
         return 0
-    detector = Detector(args.artifact, config.detect)
+    detector = Detector(args.artifact, config.detect, backend=args.backend)
     source = open_source(args.source, realtime=args.realtime)
     publisher = None
     if config.mqtt is not None:
@@ -128,6 +128,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-video", type=Path, metavar="OUT.mp4", help="write annotated frames")
     p.add_argument("--realtime", action="store_true", help="pace video files at their frame rate")
     p.add_argument("--validate-config", action="store_true", help="check the configuration and exit")
+    p.add_argument("--backend", default="tvm", choices=["tvm", "onnxruntime", "mxnet"],
+                   help="tvm (default); onnxruntime/mxnet run the uncompiled graph kept by --keep-reference")
     p.add_argument("--flush-timeout", type=float, default=10.0, help="seconds to wait for delivery at the end")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
@@ -161,6 +163,8 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify-images", nargs="+", metavar="FILE", help="images for --verify (default: opencv-doc samples)")
     p.add_argument("--classes", metavar="FILE", help="class names, one per line (exported checkpoints)")
     p.add_argument("--no-cache", action="store_true", help="rebuild even if an identical build is cached")
+    p.add_argument("--keep-reference", action="store_true",
+                   help="also store the uncompiled graph (ONNX, MXNet) for the reference backends of bench/run")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 

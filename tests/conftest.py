@@ -49,11 +49,13 @@ def artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("artifacts")
     built: dict[tuple, Path] = {}
 
-    def get(model: str, target: str = "x86_64", size: int | None = None, seed: int = 0) -> Path:
-        key = (model, target, size, seed)
+    def get(model: str, target: str = "x86_64", size: int | None = None, seed: int = 0,
+            reference: bool = False) -> Path:
+        key = (model, target, size, seed, reference)
         if key not in built:
-            out = root / f"{model}-{target}-{size or 'default'}-{seed}"
-            args = ["compile", model, "--target", target, "--random-weights", str(seed), "--out", str(out)]
+            out = root / f"{model}-{target}-{size or 'default'}-{seed}{'-ref' if reference else ''}"
+            args = ["compile", model, "--target", target, "--random-weights", str(seed), "--out", str(out),
+                    *(["--keep-reference"] if reference else [])]
             result = run_cli(*args, *(["--input-size", str(size)] if size else []))
             assert result.returncode == 0, result.stderr[-3000:]
             built[key] = out
