@@ -13,18 +13,11 @@ from pathlib import Path
 import numpy as np
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """A memory line of /proc/self/status in MB: VmRSS (now) or VmHWM (peak)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -90,7 +83,7 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct:
 
     def sample():
         while not stop.wait(0.5):
-            samples.append((loop.stats.frames, _rss_mb()))
+            samples.append((loop.stats.frames, _status_mb("VmRSS")))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -99,14 +92,14 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct:
     elapsed = time.perf_counter() - start
     stop.set()
     sampler.join()
-    rss = [r for f, r in samples if f > frames * 0.1] or [_rss_mb()]
+    rss = [r for f, r in samples if f > frames * 0.1] or [_status_mb("VmRSS")]
     result = {
         "artifact": str(artifact), "model": detector.manifest.model, "input": list(detector.manifest.input.shape),
         "frames": summary.frames, "inference_fps": round(inference_fps, 3),
         "end_to_end_fps": round(summary.frames / elapsed, 3),
         "ratio": round(summary.frames / elapsed / inference_fps, 3),
         "rss_mb": {"after_10pct": round(rss[0], 1), "end": round(rss[-1], 1), "growth": round(rss[-1] - rss[0], 1)},
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(_status_mb("VmHWM"), 1),
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
