@@ -141,11 +141,12 @@ class Counts:
     people_in: int
     people_out: int
     zones: dict[str, int]
+    goods_types: dict[str, int] = field(default_factory=dict)  # crop classifier label -> goods in frame
 
     def key(self) -> tuple:
         """What 'changed' means for publishing on change."""
         return (self.people, self.goods, tuple(sorted(self.by_class.items())), self.people_in, self.people_out,
-                tuple(sorted(self.zones.items())))
+                tuple(sorted(self.zones.items())), tuple(sorted(self.goods_types.items())))
 
 
 class Counter:
@@ -159,7 +160,9 @@ class Counter:
         self.line = LineCounter(config.line) if config.line else None
         self.zones = [ZoneCounter(z, config.window) for z in config.zones]
 
-    def update(self, tracked: Detections, frame_size: tuple[int, int]) -> tuple[Counts, list[dict]]:
+    def update(self, tracked: Detections, frame_size: tuple[int, int],
+               goods_types: dict[int, str] | None = None) -> tuple[Counts, list[dict]]:
+        """``goods_types``: track id -> label from the crop classifier, if one runs."""
         groups = self.groups.groups(tracked.class_ids)
         events: list[dict] = []
         if self.line is not None:
@@ -172,5 +175,6 @@ class Counter:
                         by_class=dict(sorted(tally.items())),
                         people_in=self.line.people_in if self.line else 0,
                         people_out=self.line.people_out if self.line else 0,
-                        zones={z.config.name: z.count for z in self.zones})
+                        zones={z.config.name: z.count for z in self.zones},
+                        goods_types=dict(sorted(_Tally((goods_types or {}).values()).items())))
         return counts, events

@@ -38,8 +38,8 @@ class Summary:
 
 class EdgeLoop:
     def __init__(self, config: RunConfig, detector: Detector, source: Source, publisher=None,
-                 video: VideoSink | None = None, progress=None, max_frames: int | None = None):
-        self.config, self.detector, self.source = config, detector, source
+                 video: VideoSink | None = None, progress=None, max_frames: int | None = None, classifier=None):
+        self.config, self.detector, self.source, self.classifier = config, detector, source, classifier
         self.publisher, self.video, self.max_frames = publisher, video, max_frames
         self.progress = progress
         manifest = detector.manifest
@@ -116,7 +116,11 @@ class EdgeLoop:
         self.stats.frame(self.detector.last_latency)
         tracked = self.tracker.update(detections)
         h, w = frame.image.shape[:2]
-        self.counts, events = self.counter.update(tracked, (w, h))
+        goods_types = None
+        if self.classifier is not None:
+            goods = self.groups.groups(tracked.class_ids) == "goods"
+            goods_types = self.classifier.update(frame.image, tracked, goods, frame.index)
+        self.counts, events = self.counter.update(tracked, (w, h), goods_types)
         if self.publisher is not None:
             self._guard("publishing events", self._publish_events, events, frame.index, frame.timestamp)
             self._guard("publishing counts", self._publish_counts, frame.index, frame.timestamp)

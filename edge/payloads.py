@@ -25,7 +25,8 @@ def iso_utc(ts: float) -> str:
 def counts_message(device: str, model: str, frame: int, ts: float, counts: Counts) -> dict:
     return {"schema": COUNTS_SCHEMA, "device": device, "ts": iso_utc(ts), "frame": frame, "model": model,
             "counts": {"people": counts.people, "goods": counts.goods}, "by_class": counts.by_class,
-            "people_in": counts.people_in, "people_out": counts.people_out, "zones": counts.zones}
+            "people_in": counts.people_in, "people_out": counts.people_out, "zones": counts.zones,
+            "goods_types": counts.goods_types}
 
 
 def event_message(device: str, model: str, frame: int, ts: float, event: dict) -> dict:

@@ -101,7 +101,12 @@ def _cmd_run(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     video = VideoSink(str(args.save_video), fps=getattr(source, "fps", 15.0)) if args.save_video else None
-    loop = EdgeLoop(config, detector, source, publisher, video, ProgressLine(), args.max_frames)
+    classifier = None
+    if args.classifier:
+        from edgecv.edge.classify import CropClassifier
+
+        classifier = CropClassifier(args.classifier)
+    loop = EdgeLoop(config, detector, source, publisher, video, ProgressLine(), args.max_frames, classifier)
     summary = loop.run(stop)
     if publisher is not None:
         delivered = publisher.flush(timeout=args.flush_timeout)
@@ -113,7 +118,7 @@ def _cmd_run(args) -> int:
     print(json.dumps({"frames": summary.frames, "fps": round(summary.fps, 2), "dropped": summary.dropped,
                       "errors": summary.errors, "counts": None if c is None else {
                           "people": c.people, "goods": c.goods, "people_in": c.people_in,
-                          "people_out": c.people_out, "zones": c.zones}}))
+                          "people_out": c.people_out, "zones": c.zones, "goods_types": c.goods_types}}))
     return 0
 
 
@@ -122,6 +127,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True, help="camera index or /dev/videoN, video file, rtsp:// or http:// "
                    "stream, image folder or glob")
     p.add_argument("--config", type=Path, help="YAML configuration (see config.example.yaml)")
+    p.add_argument("--classifier", type=Path, metavar="DIR",
+                   help="a classifier artifact that names the sub-type of each goods track (crop classification)")
     p.add_argument("--mqtt", metavar="URL", help="broker, e.g. mqtt://127.0.0.1:1883 (overrides mqtt.url)")
     p.add_argument("--device-name", help="device name in topics and messages (overrides device)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")

@@ -205,3 +205,30 @@ def test_stream_that_drops_is_reconnected(detector_artifact, opencv_data):
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["frames"] == 8
     assert camera.connections >= 2 and "reconnecting" in result.stderr
+
+
+@pytest.mark.broker
+def test_crop_classifier_labels_goods_tracks(broker, artifacts, detector_artifact, opencv_data, tmp_path):
+    classifier = artifacts("mobilenetv2_1.0")
+    sub = Subscriber(broker.port)
+    config = _write_config(tmp_path, detect={"score_threshold": 0.05}, counting={"window": 1, "groups": {
+        name: "goods" for name in ("person", "bottle", "chair", "tvmonitor", "pottedplant")}})
+    result = run_cli("run", "--artifact", detector_artifact, "--source", opencv_data / "vtest.avi", "--config",
+                     config, "--mqtt", broker.url, "--max-frames", "3", "--classifier", classifier)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sum(summary["counts"]["goods_types"].values()) > 0
+    from edgecv.edge.artifact import read_manifest
+
+    imagenet = set(read_manifest(classifier).classes)
+    assert set(summary["counts"]["goods_types"]) <= imagenet
+    assert sub.wait_for(lambda m: any(c["goods_types"] for c in sub.json("/cam1/counts")))
+    for message in sub.json("/cam1/counts"):
+        jsonschema.validate(message, _schema("counts"))
+    sub.close()
+
+
+def test_classifier_artifact_must_be_a_classifier(detector_artifact, opencv_data, tmp_path):
+    result = run_cli("run", "--artifact", detector_artifact, "--source", opencv_data / "vtest.avi",
+                     "--classifier", detector_artifact)
+    assert result.returncode == 2 and "not a classifier" in result.stderr
