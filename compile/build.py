@@ -7,8 +7,15 @@ from edgecv.compile.targets import TargetPreset
 
 
 def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...], target: TargetPreset,
-                  library: Path, records: Path | None = None, log=lambda m: None) -> dict:
-    """Compile and export; returns the TVM target dict used (recorded in the manifest)."""
+                  library: Path, params_file: Path, records: Path | None = None, log=lambda m: None) -> dict:
+    """Compile and export; returns the TVM target dict used (recorded in the manifest).
+
+    The weights go to ``params_file`` (an uncompressed .npz, in the order ``main`` takes them), not into
+    the library: a library with embedded constants costs about three times their size in memory when
+    loaded (the mapped file, the deserialised blob, the tensors); separate, they are read once.
+    """
+    import numpy as np
+
     import onnx
     import tvm
     from tvm import relax
@@ -16,7 +23,9 @@ def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]
 
     fcompile = target.fcompile()  # fails early, before the slow part, if the cross g++ is missing
     mod = from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: list(input_shape)},
-                    keep_params_in_input=False)
+                    keep_params_in_input=True)
+    mod, params = relax.frontend.detach_params(mod)
+    np.savez(params_file, **{f"p{i:04d}": p.numpy() for i, p in enumerate(params.get("main", []))})
     spec = target.tvm_target()
     tvm_target = tvm.target.Target(spec)
     if records is not None:

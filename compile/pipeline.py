@@ -27,6 +27,7 @@ from edgecv.edge.artifact import (MANIFEST, DecodeSpec, InputSpec, Manifest, Out
 from edgecv.edge.errors import ArtifactError, EdgecvError, VerificationError
 
 LIBRARY = "model.so"
+PARAMS = "params.npz"
 
 
 def cache_root() -> Path:
@@ -110,7 +111,8 @@ def _manifest(spec: ModelSpec, model, target: TargetPreset, tvm_target: dict, fo
         input=InputSpec(name="data", shape=model.input_shape, color=spec.color, mean=spec.mean, std=spec.std,
                         resize=spec.resize),
         outputs=outputs, decode=DecodeSpec(kind=model.family.decoder), classes=model.classes, groups=spec.groups,
-        library=LIBRARY, files={name: sha256_file(folder / name) for name in [LIBRARY, *(reference or {}).values()]},
+        library=LIBRARY, params=PARAMS,
+        files={name: sha256_file(folder / name) for name in [LIBRARY, PARAMS, *(reference or {}).values()]},
         weights=_weights_id(weights), tuning=records, reference=reference,
         tvm_version=tvm.__version__, edgecv_version=edgecv.__version__,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -212,8 +214,8 @@ def _build(model, spec, target, req, folder: Path, tvm_target, records, progress
             export_onnx(model, onnx_path)
         with progress(f"compiling with TVM for {target.name} ({target.arch})"
                       + (" with tuning records" if req.tuning_records else " (untuned)")):
-            build_library(onnx_path, "data", model.input_shape, target, folder / LIBRARY, req.tuning_records,
-                          progress.log)
+            build_library(onnx_path, "data", model.input_shape, target, folder / LIBRARY, folder / PARAMS,
+                          req.tuning_records, progress.log)
         if req.keep_reference:
             reference = _write_reference(model, onnx_path, folder)
     with progress("writing manifest.json with checksums"):

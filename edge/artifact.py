@@ -76,6 +76,8 @@ class Manifest(_Strict):
     classes: tuple[str, ...]
     groups: str | None = Field(None, description="default class->group map in models/classes")
     library: str = Field(description="file name of the compiled library")
+    params: str | None = Field(None, description="weights (.npz, in the order `main` takes them after the input); "
+                                                 "None: embedded in the library")
     files: dict[str, str] = Field(description="file name -> sha256 of every file the artifact needs")
     weights: str = Field(description="where the weights came from")
     tuning: str | None = Field(None, description="sha256 of the tuning records used, if any")
@@ -124,9 +126,9 @@ def read_manifest(folder: Path) -> Manifest:
 
 def verify_files(folder: Path, manifest: Manifest) -> None:
     """Check every listed file's sha256, and that the library is among them."""
-    if manifest.library not in manifest.files:
-        raise ArtifactError(f"library {manifest.library} is not covered by the manifest's checksums",
-                            "recompile the artifact")
+    for name in filter(None, (manifest.library, manifest.params)):
+        if name not in manifest.files:
+            raise ArtifactError(f"{name} is not covered by the manifest's checksums", "recompile the artifact")
     for name, expected in manifest.files.items():
         path = Path(folder) / name
         if Path(name).name != name:

@@ -48,15 +48,22 @@ class TvmModel:
             module = tvm.runtime.load_module(str(library))
             self._vm = tvm.runtime.vm.VirtualMachine(module, self._device)
             self._main = self._vm["main"]
+            self._params = self._load_params()
         except Exception as exc:  # TVM raises its own error types for a library it can't load
             raise ArtifactError(f"TVM could not load {library} ({reason(exc)})",
                                 "recompile the artifact for this machine") from None
+
+    def _load_params(self) -> list:
+        if self.manifest.params is None:
+            return []
+        with np.load(self.folder / self.manifest.params) as stored:  # one tensor in memory at a time
+            return [self._tvm.runtime.tensor(stored[name], self._device) for name in sorted(stored.files)]
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         spec = self.manifest.input
         if tuple(x.shape) != spec.shape or x.dtype != np.float32:
             raise ValueError(f"input must be float32 {spec.shape}, got {x.dtype} {x.shape}")
-        result = self._main(self._tvm.runtime.tensor(np.ascontiguousarray(x), self._device))
+        result = self._main(self._tvm.runtime.tensor(np.ascontiguousarray(x), self._device), *self._params)
         arrays = [result] if hasattr(result, "numpy") else list(result)
         if len(arrays) != len(self.manifest.outputs):
             raise ArtifactError(f"{self.folder} returned {len(arrays)} outputs, its manifest lists "
