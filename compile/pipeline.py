@@ -58,13 +58,23 @@ class CompileResult:
     verify_report: object | None = None
 
 
+# The code that shapes an artifact: a change here invalidates cached builds (and nothing else does).
+_SHAPING_CODE = ("compile/heads.py", "compile/weights.py", "compile/gluon.py", "compile/onnx_export.py",
+                 "compile/build.py", "compile/targets.py", "compile/pipeline.py", "compile/zoo.py",
+                 "edge/artifact.py")
+
+
 def _source_digest() -> str:
-    """Hash of the code that shapes an artifact, so a code change invalidates cached builds."""
     digest = hashlib.sha256()
-    for package in ("compile", "edge"):
-        root = Path(__file__).resolve().parent.parent / package if package == "edge" else Path(__file__).parent
-        for path in sorted(root.glob("*.py")):
-            digest.update(path.name.encode() + path.read_bytes())
+    roots = {"compile": Path(__file__).resolve().parent, "edge": Path(__file__).resolve().parent.parent / "edge"}
+    for rel in _SHAPING_CODE:
+        folder, name = rel.split("/")
+        path = roots[folder] / name
+        if not path.is_file():  # installed layout: edgecv/edge beside edgecv/compile
+            import importlib
+
+            path = Path(importlib.import_module(f"edgecv.{folder}").__file__).parent / name
+        digest.update(rel.encode() + path.read_bytes())
     return digest.hexdigest()
 
 

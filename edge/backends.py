@@ -17,8 +17,9 @@ from edgecv.edge.runtime import TvmModel
 class _Reference:
     kind: str
 
-    def __init__(self, folder: Path, threads: int | None = None):
+    def __init__(self, folder: Path, threads: int | None = None, **options):
         self.folder = Path(folder)
+        self.options = options
         self.manifest = load_manifest(self.folder)
         ref = self.manifest.reference or {}
         if self.kind not in {k.split("_")[0] for k in ref}:
@@ -60,7 +61,8 @@ class MxnetModel(_Reference):
         self._mx = mx
         self._block = gluon.SymbolBlock.imports(str(self.folder / ref["mxnet_symbol"]), ["data"],
                                                 str(self.folder / ref["mxnet_params"]))
-        self._block.hybridize(static_alloc=True, static_shape=True)
+        if self.options.get("hybridize", True):
+            self._block.hybridize(static_alloc=True, static_shape=True)
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         out = self._block(self._mx.nd.array(x))
@@ -68,10 +70,14 @@ class MxnetModel(_Reference):
         return dict(zip(self.names, (o.asnumpy() for o in out)))
 
 
-BACKENDS = {"tvm": TvmModel, "onnxruntime": OnnxRuntimeModel, "mxnet": MxnetModel}
+# name -> (class, options). ``mxnet`` runs the graph as MXNet's imperative executor would without
+# hybridize(); ``mxnet-hybrid`` is the hybridized (static graph) form users deploy.
+BACKENDS = {"tvm": (TvmModel, {}), "onnxruntime": (OnnxRuntimeModel, {}),
+            "mxnet": (MxnetModel, {"hybridize": False}), "mxnet-hybrid": (MxnetModel, {"hybridize": True})}
 
 
 def open_backend(name: str, folder: Path, threads: int | None = None):
     if name not in BACKENDS:
         raise ArtifactError(f"unknown backend {name!r}", f"use one of {', '.join(BACKENDS)}")
-    return BACKENDS[name](folder) if name == "tvm" else BACKENDS[name](folder, threads)
+    cls, options = BACKENDS[name]
+    return cls(folder) if cls is TvmModel else cls(folder, threads, **options)

@@ -135,7 +135,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-video", type=Path, metavar="OUT.mp4", help="write annotated frames")
     p.add_argument("--realtime", action="store_true", help="pace video files at their frame rate")
     p.add_argument("--validate-config", action="store_true", help="check the configuration and exit")
-    p.add_argument("--backend", default="tvm", choices=["tvm", "onnxruntime", "mxnet"],
+    p.add_argument("--backend", default="tvm", choices=["tvm", "onnxruntime", "mxnet", "mxnet-hybrid"],
                    help="tvm (default); onnxruntime/mxnet run the uncompiled graph kept by --keep-reference")
     p.add_argument("--flush-timeout", type=float, default=10.0, help="seconds to wait for delivery at the end")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
