@@ -156,6 +156,43 @@ def _add_bench_loop(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="where loop.json/loop.md go")
 
 
+def _cmd_bench(args) -> int:
+    from edgecv.compile.bench import run_bench
+    from edgecv.compile.progress import Progress
+    from edgecv.compile.weights import Weights
+
+    weights = Weights(params_file=args.weights) if args.weights else Weights(random_seed=args.random_weights)
+    report = run_bench(args.model, [b.strip() for b in args.backends.split(",") if b.strip()], args.rounds,
+                       args.threads, args.image, args.out, args.target, weights, args.input_size, args.e2e_frames,
+                       Progress(0))
+    for r in report["results"]:
+        if r["status"] != "ok":
+            print(f"{r['backend']:13} skipped: {r['reason']}")
+        else:
+            print(f"{r['backend']:13} p50 {r['p50_ms']:9.2f} ms  p99 {r['p99_ms']:9.2f} ms  peak RSS {r['peak_rss_mb']:7.1f} MB"
+                  f"  max|diff| {r['max_abs_diff'] if r['max_abs_diff'] is not None else '-'}")
+    print(f"results: {args.out}/bench-{report['model']}-{report['target']}.{{json,md,png}}")
+    return 0
+
+
+BENCH_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "tvm", "tvm-tuned")  # compile/bench.py checks them
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a model-zoo name (see `edgecv models`)")
+    p.add_argument("--backends", default=",".join(BENCH_BACKENDS), help=f"comma-separated, of {','.join(BENCH_BACKENDS)}")
+    p.add_argument("--rounds", type=int, default=20, help="timed rounds per backend (interleaved)")
+    p.add_argument("--threads", type=int, help="threads per backend (default: each runtime's own)")
+    p.add_argument("--image", type=Path, help="input image (default: opencv-doc's basketball1.png)")
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="folder for bench-*.json/.md/.png")
+    p.add_argument("--target", default="x86_64", help="target preset (this machine's CPU)")
+    p.add_argument("--input-size", type=int, help="square input size (default: the model's)")
+    p.add_argument("--e2e-frames", type=int, default=10, help="frames of `edgecv run` on vtest.avi per backend (0: skip)")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--weights", type=Path, metavar="FILE.params")
+    w.add_argument("--random-weights", type=int, default=0, metavar="SEED")
+
+
 def _add_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a model-zoo name (see `edgecv models`) or PATH/prefix-symbol.json")
     p.add_argument("--target", required=True, help="a target preset (see `edgecv targets`)")
@@ -187,6 +224,7 @@ COMMANDS = {
     "targets": ("list the target presets", lambda p: None, _cmd_targets),
     "compile": ("compile a GluonCV model into a verified TVM artifact", _add_compile, _cmd_compile),
     "infer": ("run an artifact once on a tensor (smoke test on a device)", _add_infer, _cmd_infer),
+    "bench": ("compiled vs uncompiled backends, side by side, in one run", _add_bench, _cmd_bench),
     "bench-loop": ("end-to-end vs inference frames/s and memory of the edge loop", _add_bench_loop,
                    _cmd_bench_loop),
     "run": ("count people and goods from a video source, publish over MQTT", _add_run, _cmd_run),

@@ -1,0 +1,307 @@
+"""``edgecv bench``: compiled vs uncompiled, side by side, in one run.
+
+Each backend runs in its own process (``edge/bench_worker.py``) so load time and peak memory are its
+own; rounds are interleaved across backends so machine noise hits all alike; warm-up is excluded; every
+backend gets the same real input. Accuracy is measured against MXNet on that input.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgecv.compile.pipeline import CompileRequest, compile_model
+from edgecv.compile.progress import Progress
+from edgecv.compile.weights import Weights
+from edgecv.edge.errors import EdgecvError
+
+ALL_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "tvm", "tvm-tuned")
+_NEEDS = {"mxnet": ("mxnet", "pip install 'edgecv[compile]'"), "mxnet-hybrid": ("mxnet", "pip install 'edgecv[compile]'"),
+          "onnxruntime": ("onnxruntime", "pip install onnxruntime"), "tvm": ("tvm", "pip install 'edgecv[edge]'"),
+          "tvm-tuned": ("tvm", "pip install 'edgecv[edge]'")}
+# what must be installed to run each backend (framework part of "disk_mb")
+_PACKAGES = {"mxnet": ("mxnet",), "mxnet-hybrid": ("mxnet",), "onnxruntime": ("onnxruntime",),
+             "tvm": ("tvm", "tvm_ffi"), "tvm-tuned": ("tvm", "tvm_ffi")}
+DEFAULT_IMAGE = Path("/usr/share/doc/opencv-doc/examples/data/basketball1.png")
+VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+
+
+def records_dir(model: str, target: str) -> Path:
+    return Path(__file__).resolve().parent.parent / "models" / "records" / model / target
+
+
+@dataclass
+class BackendResult:
+    backend: str
+    model: str
+    status: str = "ok"
+    reason: str | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    load_s: float | None = None
+    peak_rss_mb: float | None = None
+    disk_mb: float | None = None
+    max_abs_diff: float | None = None
+    detections: int | None = None
+    detections_matched: int | None = None
+    same_classes: bool | None = None
+    end_to_end_fps: float | None = None
+
+    def row(self, gflop: float | None) -> dict:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else None
+        p = (lambda q: round(float(np.percentile(lat, q)), 2)) if lat is not None else (lambda q: None)
+        p50 = p(50)
+        return {"backend": self.backend, "model": self.model, "status": self.status, "reason": self.reason,
+                "rounds": len(self.latencies_ms), "p50_ms": p50, "p90_ms": p(90), "p99_ms": p(99),
+                "fps": round(1000 / p50, 2) if p50 else None,
+                "gflops_per_s": round(gflop / (p50 / 1000), 1) if p50 and gflop else None,
+                "load_s": None if self.load_s is None else round(self.load_s, 3),
+                "peak_rss_mb": None if self.peak_rss_mb is None else round(self.peak_rss_mb, 1),
+                "disk_mb": None if self.disk_mb is None else round(self.disk_mb, 1),
+                "max_abs_diff": self.max_abs_diff, "detections": self.detections,
+                "detections_matched": self.detections_matched, "same_classes": self.same_classes,
+                "end_to_end_fps": self.end_to_end_fps, "latencies_ms": [round(v, 3) for v in self.latencies_ms]}
+
+
+def _tree_mb(path: Path) -> float:
+    if path.is_file():
+        return path.stat().st_size / 1e6
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def _package_mb(module: str) -> float:
+    spec = importlib.util.find_spec(module)
+    return _tree_mb(Path(spec.origin).parent) if spec and spec.origin else 0.0
+
+
+def conv_gflop(onnx_path: Path) -> float:
+    """Multiply-adds x 2 of the graph's Conv and Gemm/MatMul nodes, from ONNX shape inference."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = shape_inference.infer_shapes(onnx.load(str(onnx_path)))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)}
+    inits = {i.name: numpy_helper.to_array(i).shape for i in model.graph.initializer}
+    total = 0.0
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.input[1] in inits and node.output[0] in shapes:
+            cout, cin_g, *k = inits[node.input[1]]
+            out = shapes[node.output[0]]
+            total += 2.0 * float(np.prod(out)) * cin_g * float(np.prod(k))
+        elif node.op_type in ("Gemm", "MatMul") and node.input[1] in inits and node.output[0] in shapes:
+            total += 2.0 * float(np.prod(shapes[node.output[0]])) * inits[node.input[1]][0]
+    return total / 1e9
+
+
+def machine() -> dict:
+    from edgecv.edge.benchmark import cpu_name
+
+    versions = {}
+    for name in ("mxnet", "onnxruntime", "tvm", "numpy"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:  # not installed: its backend is reported as skipped
+            versions[name] = None
+    try:
+        import tvm.target.codegen
+
+        llvm_cpu = tvm.target.codegen.llvm_get_system_cpu()
+    except Exception:
+        llvm_cpu = None
+    return {"cpu": cpu_name(), "llvm_cpu": llvm_cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "versions": versions, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+class _Worker:
+    def __init__(self, backend: str, artifact: Path, x_path: Path, out_path: Path, threads: int | None):
+        env = {**os.environ}
+        if threads:
+            env.update(OMP_NUM_THREADS=str(threads), TVM_NUM_THREADS=str(threads), MXNET_CPU_WORKER_NTHREADS="1")
+        self.backend, self.out_path = backend, out_path
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgecv.edge.bench_worker", "--backend",
+                                      "tvm" if backend.startswith("tvm") else backend, "--artifact", str(artifact),
+                                      "--input", str(x_path), "--outputs", str(out_path),
+                                      *(["--threads", str(threads)] if threads else [])],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env)
+
+    def read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise EdgecvError(f"benchmark worker for {self.backend} died: {self.proc.stderr.read()[-300:]}")
+        return json.loads(line)
+
+    def send(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+
+def _e2e_fps(backend: str, artifact: Path, frames: int) -> float | None:
+    result = subprocess.run([sys.executable, "-m", "edgecv", "run", "--artifact", str(artifact), "--source",
+                             str(VIDEO), "--max-frames", str(frames), "--backend",
+                             "tvm" if backend.startswith("tvm") else backend], capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])["fps"]
+
+
+def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | None = None,
+              image: Path | None = None, out: Path = Path("docs/benchmarks"), target: str = "x86_64",
+              weights: Weights = Weights(random_seed=0), input_size: int | None = None, e2e_frames: int = 10,
+              progress: Progress | None = None) -> dict:
+    import cv2
+
+    from edgecv.edge.artifact import read_manifest
+    from edgecv.edge.decode import decode_detections
+    from edgecv.edge.matching import match
+    from edgecv.edge.preprocess import preprocess
+
+    progress = progress or Progress(6)
+    unknown = [b for b in backends if b not in ALL_BACKENDS]
+    if unknown:
+        raise EdgecvError(f"unknown backend(s) {', '.join(unknown)}", f"use some of {', '.join(ALL_BACKENDS)}")
+    results = {b: BackendResult(b, model) for b in backends}
+    for b in backends:
+        module, hint = _NEEDS[b]
+        if importlib.util.find_spec(module) is None:
+            results[b].status, results[b].reason = "skipped", f"{module} is not installed: {hint}"
+    work = Path(tempfile.mkdtemp(prefix="edgecv-bench-"))
+    with progress(f"compiling {model} for {target} (untuned, with the uncompiled reference graph)"):
+        artifacts = {"": work / "art"}
+        compile_model(CompileRequest(model=model, target=target, out=artifacts[""], weights=weights,
+                                     input_size=input_size, keep_reference=True), Progress(0, quiet=True))
+    records = records_dir(model, target)
+    if "tvm-tuned" in backends and results["tvm-tuned"].status == "ok":
+        if records.is_dir():
+            with progress(f"compiling {model} with the tuning records in {records}"):
+                artifacts["tuned"] = work / "tuned"
+                compile_model(CompileRequest(model=model, target=target, out=artifacts["tuned"], weights=weights,
+                                             input_size=input_size, tuning_records=records),
+                              Progress(0, quiet=True))
+        else:
+            results["tvm-tuned"].status = "skipped"
+            results["tvm-tuned"].reason = f"no tuning records in {records}: run `edgecv tune {model} --target {target}`"
+    manifest = read_manifest(artifacts[""])
+    picture = cv2.imread(str(image or DEFAULT_IMAGE), cv2.IMREAD_COLOR)
+    if picture is None:
+        raise EdgecvError(f"can't read image {image or DEFAULT_IMAGE}", "pass a readable image to --image")
+    x, _ = preprocess(picture, manifest.input)
+    np.save(work / "x.npy", x)
+    gflop = conv_gflop(artifacts[""] / manifest.reference["onnx"])
+    runnable = [b for b in backends if results[b].status == "ok"]
+    workers = {}
+    with progress(f"starting {len(runnable)} backends, each in its own process"):
+        for b in runnable:
+            art = artifacts["tuned"] if b == "tvm-tuned" else artifacts[""]
+            workers[b] = _Worker(b, art, work / "x.npy", work / f"{b}.npz", threads)
+        for b, w in workers.items():
+            results[b].load_s = w.read()["load_s"]
+    with progress(f"{rounds} rounds, interleaved across {', '.join(runnable)}"):
+        for r in range(rounds):
+            order = runnable[r % len(runnable):] + runnable[: r % len(runnable)]
+            for b in order:
+                results[b].latencies_ms.append(workers[b].send("run")["ms"])
+            progress.log(f"round {r + 1}/{rounds}: " + ", ".join(
+                f"{b} {results[b].latencies_ms[-1]:.1f} ms" for b in runnable))
+        for b, w in workers.items():
+            results[b].peak_rss_mb = w.send("quit")["peak_rss_mb"]
+            w.proc.wait(timeout=60)
+    with progress("accuracy against MXNet, sizes, end-to-end frames/s"):
+        outputs = {b: dict(np.load(work / f"{b}.npz")) for b in runnable}
+        reference_name = next((b for b in ("mxnet", "mxnet-hybrid") if b in outputs), None)
+        if reference_name is None and manifest.task == "detection":
+            progress.log("no MXNet backend ran: accuracy not measured")
+        ref = outputs.get(reference_name)
+        ref_dets = decode_detections(ref, manifest.decode) if ref is not None and manifest.task == "detection" else None
+        for b in runnable:
+            res = results[b]
+            if ref is not None:
+                res.max_abs_diff = float(max(np.abs(outputs[b][k] - ref[k]).max() for k in ref))
+            if ref_dets is not None:
+                dets = decode_detections(outputs[b], manifest.decode)
+                m = match(ref_dets, dets, iou_threshold=0.5)
+                res.detections, res.detections_matched = len(dets), len(m.pairs)
+                res.same_classes = len(dets) == len(ref_dets) == len(m.pairs)
+            art = artifacts["tuned"] if b == "tvm-tuned" else artifacts[""]
+            model_files = {"onnxruntime": [manifest.reference["onnx"]],
+                           "mxnet": [manifest.reference["mxnet_symbol"], manifest.reference["mxnet_params"]],
+                           "mxnet-hybrid": [manifest.reference["mxnet_symbol"], manifest.reference["mxnet_params"]]
+                           }.get(b, [manifest.library, manifest.params])
+            res.disk_mb = sum(_package_mb(p) for p in _PACKAGES[b]) + sum(_tree_mb(art / f) for f in model_files)
+            if e2e_frames:
+                res.end_to_end_fps = _e2e_fps(b, art, e2e_frames)
+    report = {"model": model, "target": target, "input_shape": list(manifest.input.shape), "weights":
+              weights.describe(), "image": str(image or DEFAULT_IMAGE), "rounds": rounds, "threads": threads,
+              "gflop_per_frame": round(gflop, 3), "machine": machine(),
+              "results": [results[b].row(gflop) for b in backends]}
+    write_report(report, Path(out))
+    return report
+
+
+def _ratio(rows: dict, a: str, b: str) -> str | None:
+    if rows.get(a, {}).get("p50_ms") and rows.get(b, {}).get("p50_ms"):
+        return f"{rows[a]['p50_ms'] / rows[b]['p50_ms']:.2f}"
+    return None
+
+
+def write_report(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"bench-{report['model']}-{report['target']}"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    rows = {r["backend"]: r for r in report["results"]}
+    m = report["machine"]
+    lines = [f"# {report['model']} on {report['target']} ({m['date']})", "",
+             f"{m['cpu']} (LLVM: {m['llvm_cpu']}), {m['cores']} cores, Python {m['python']}; "
+             + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".",
+             f"Input {report['input_shape']}, weights {report['weights']}, {report['rounds']} interleaved rounds, "
+             f"{report['gflop_per_frame']} GFLOP per frame.", "",
+             "| backend | p50 ms | p90 ms | p99 ms | fps | GFLOP/s | load s | peak RSS MB | disk MB | max abs diff "
+             "| detections (matched) | end-to-end fps |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['backend']} | skipped: {r['reason']} |||||||||||")
+            continue
+        dets = "" if r["detections"] is None else f"{r['detections']} ({r['detections_matched']})"
+        diff = "" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
+        lines.append(f"| {r['backend']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['fps']} | "
+                     f"{r['gflops_per_s']} | {r['load_s']} | {r['peak_rss_mb']} | {r['disk_mb']} | {diff} | {dets} | "
+                     f"{r['end_to_end_fps'] or ''} |")
+    lines += ["", "p50 latency ratios (below 1: the compiled artifact is faster):", ""]
+    lines += [f"- {t} / {b}: {_ratio(rows, t, b)}" for t in ("tvm", "tvm-tuned") for b in ("mxnet-hybrid", "onnxruntime")
+              if _ratio(rows, t, b)]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    _chart(report, out / f"{stem}.png")
+
+
+def _chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["results"] if r["status"] == "ok"]
+    if not rows:
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    names = [r["backend"] for r in rows]
+    a.bar(names, [r["p50_ms"] for r in rows], color="#4c72b0")
+    a.set_ylabel("p50 latency (ms, log)")
+    a.set_yscale("log")
+    b.bar(names, [r["peak_rss_mb"] for r in rows], color="#dd8452")
+    b.set_ylabel("peak RSS (MB)")
+    for ax in (a, b):
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(f"{report['model']} on {report['machine']['cpu']} ({report['machine']['cores']} cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
