@@ -166,7 +166,8 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     from edgecv.edge.matching import match
     from edgecv.edge.preprocess import preprocess
 
-    progress = progress or Progress(6)
+    progress = progress or Progress(0)
+    progress.total = 5 if "tvm-tuned" in backends else 4
     unknown = [b for b in backends if b not in ALL_BACKENDS]
     if unknown:
         raise EdgecvError(f"unknown backend(s) {', '.join(unknown)}", f"use some of {', '.join(ALL_BACKENDS)}")

@@ -18,7 +18,9 @@ from edgecv.edge.errors import ModelError, reason
 
 _NORMALISED_OPS = {"BatchNorm"}
 _LINEAR_OPS = {"Convolution", "FullyConnected"}
-_CALIBRATION_BATCH = 4
+# Calibration images: at least 4, more for small inputs (the deepest feature maps shrink to 1x1, and
+# statistics of a few 1x1 maps are noise); about four 512x512 images' worth of pixels.
+_CALIBRATION_PIXELS, _CALIBRATION_MAX_BATCH = 4 * 512 * 512, 32
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def randomize(net, input_shape: tuple[int, ...], seed: int, log=lambda msg: None
     mx.random.seed(seed)
     net.initialize(mx.init.Normal(0.02), force_reinit=True)
     # A batch of several inputs: statistics of one 1x1 feature map from one image would be degenerate.
-    batch = (_CALIBRATION_BATCH,) + tuple(input_shape[1:])
+    n = int(min(_CALIBRATION_MAX_BATCH, max(4, _CALIBRATION_PIXELS // (input_shape[2] * input_shape[3]))))
+    batch = (n - n % 2,) + tuple(input_shape[1:])
     # Half white noise, half image-like noise: BatchNorm statistics that cover both keep the deep
     # layers in range on real photos too.
     half = (batch[0] // 2,) + batch[1:]
@@ -142,7 +145,8 @@ def _calibrate(net, x, params, log, head_std: float) -> None:
             mean_name, var_name = nodes[inputs[3][0]]["name"], nodes[inputs[4][0]]["name"]
             params[mean_name].set_data(mx.nd.array(act.mean(axis=axes)))
             var = act.var(axis=axes)
-            params[var_name].set_data(mx.nd.array(var + 1e-2 * float(var.mean()) + 1e-5))
+            # a floor at a tenth of the layer's mean variance: no channel is amplified far beyond the rest
+            params[var_name].set_data(mx.nd.array(var + 0.1 * float(var.mean()) + 1e-5))
             calibrated += 1
         elif node["op"] in _LINEAR_OPS and not consumers.get(index, set()) & _NORMALISED_OPS:
             std = float(evaluate(output_of([index, 0, 0])).std())

@@ -20,10 +20,12 @@ def _verify_lines(stdout: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["ssd_512_mobilenet1.0_voc", "yolo3_mobilenet1.0_coco"])
-def test_compile_and_verify_detector(model, tmp_path, opencv_data):
+@pytest.mark.parametrize("model,size", [("ssd_512_mobilenet1.0_voc", None), ("yolo3_mobilenet1.0_coco", None),
+                                        ("ssd_512_mobilenet1.0_voc", 128)])
+def test_compile_and_verify_detector(model, size, tmp_path, opencv_data):
     out = tmp_path / "art"
-    result = run_cli("compile", model, "--target", "x86_64", "--random-weights", "0", "--out", out, "--verify")
+    result = run_cli("compile", model, "--target", "x86_64", "--random-weights", "0", "--out", out, "--verify",
+                     *(["--input-size", str(size)] if size else []))
     assert result.returncode == 0, result.stderr[-3000:]
     lines = _verify_lines(result.stdout)
     assert len(lines) == 4 and all(line.startswith("ok ") for line in lines), result.stdout

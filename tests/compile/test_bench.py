@@ -1,0 +1,42 @@
+"""`edgecv bench` on a small real model: the JSON follows its schema and every number was measured."""
+import json
+from importlib import resources
+
+import jsonschema
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.tvm, pytest.mark.mxnet]
+
+
+def test_bench_measures_every_backend_side_by_side(tmp_path, opencv_data):
+    out = tmp_path / "bench"
+    result = run_cli("bench", "ssd_512_mobilenet1.0_voc", "--input-size", "128", "--rounds", "4",
+                     "--backends", "mxnet,mxnet-hybrid,onnxruntime,tvm,tvm-tuned", "--e2e-frames", "2",
+                     "--out", out, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "bench-ssd_512_mobilenet1.0_voc-x86_64.json").read_text())
+    schema = json.loads(resources.files("edgecv.compile").joinpath("bench.schema.json").read_text())
+    jsonschema.validate(report, schema)
+    rows = {r["backend"]: r for r in report["results"]}
+    assert rows["tvm-tuned"]["status"] == "skipped" and "edgecv tune" in rows["tvm-tuned"]["reason"]
+    ran = [r for r in report["results"] if r["status"] == "ok"]
+    assert {r["backend"] for r in ran} == {"mxnet", "mxnet-hybrid", "onnxruntime", "tvm"}
+    for r in ran:  # the summary numbers come from the measured rounds, not from anywhere else
+        assert len(r["latencies_ms"]) == 4
+        assert r["p50_ms"] == pytest.approx(np.percentile(r["latencies_ms"], 50), abs=0.01)
+        assert r["end_to_end_fps"] and r["end_to_end_fps"] > 0
+        assert r["detections"] == r["detections_matched"] and r["same_classes"]
+        assert r["max_abs_diff"] < 1.0  # boxes in input pixels, scores in [0, 1]
+    assert len({r["peak_rss_mb"] for r in ran}) == len(ran), "each backend's memory is measured in its own process"
+    assert rows["mxnet"]["max_abs_diff"] == 0.0
+    assert report["machine"]["cores"] >= 1 and report["gflop_per_frame"] > 0
+    assert (out / "bench-ssd_512_mobilenet1.0_voc-x86_64.md").read_text().count("|") > 20
+    assert (out / "bench-ssd_512_mobilenet1.0_voc-x86_64.png").stat().st_size > 1000
+
+
+def test_unknown_backend_is_one_clear_line(tmp_path):
+    result = run_cli("bench", "ssd_512_mobilenet1.0_voc", "--backends", "tvm,caffe", "--out", tmp_path)
+    assert result.returncode == 2 and "unknown backend(s) caffe" in result.stderr
