@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecv.compile.pipeline import CompileRequest, compile_model
+from edgecv.compile.pipeline import CompileRequest, compile_model, shipped_records
+from edgecv.compile.zoo import resolve_model
 from edgecv.compile.progress import Progress
 from edgecv.compile.weights import Weights
 from edgecv.edge.errors import EdgecvError
@@ -33,10 +34,6 @@ _PACKAGES = {"mxnet": ("mxnet",), "mxnet-hybrid": ("mxnet",), "onnxruntime": ("o
              "tvm": ("tvm", "tvm_ffi"), "tvm-tuned": ("tvm", "tvm_ffi")}
 DEFAULT_IMAGE = Path("/usr/share/doc/opencv-doc/examples/data/basketball1.png")
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
-
-
-def records_dir(model: str, target: str) -> Path:
-    return Path(__file__).resolve().parent.parent / "models" / "records" / model / target
 
 
 @dataclass
@@ -180,10 +177,11 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     with progress(f"compiling {model} for {target} (untuned, with the uncompiled reference graph)"):
         artifacts = {"": work / "art"}
         compile_model(CompileRequest(model=model, target=target, out=artifacts[""], weights=weights,
-                                     input_size=input_size, keep_reference=True), Progress(0, quiet=True))
-    records = records_dir(model, target)
+                                     input_size=input_size, keep_reference=True, use_shipped_records=False),
+                      Progress(0, quiet=True))
+    records = shipped_records(model, input_size, resolve_model(model).input_size, target)
     if "tvm-tuned" in backends and results["tvm-tuned"].status == "ok":
-        if records.is_dir():
+        if (records / "database_tuning_record.json").is_file():
             with progress(f"compiling {model} with the tuning records in {records}"):
                 artifacts["tuned"] = work / "tuned"
                 compile_model(CompileRequest(model=model, target=target, out=artifacts["tuned"], weights=weights,

@@ -7,6 +7,7 @@ source), so a re-run with the same inputs copies the artifact instead of rebuild
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -47,6 +48,7 @@ class CompileRequest:
     classes: tuple[str, ...] | None = None
     use_cache: bool = True
     keep_reference: bool = False
+    use_shipped_records: bool = True  # models/records/<model>[-<size>]/<target>/ when no --tuning-records
 
 
 @dataclass
@@ -76,6 +78,12 @@ def _source_digest() -> str:
             path = Path(importlib.import_module(f"edgecv.{folder}").__file__).parent / name
         digest.update(rel.encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+def shipped_records(model: str, input_size: int | None, default_size: int, target: str) -> Path:
+    """Where tuning records for a model, input size and target preset live in the repository."""
+    folder = model if input_size in (None, default_size) else f"{model}-{input_size}"
+    return Path(__file__).resolve().parent.parent / "models" / "records" / folder / target
 
 
 def _records_digest(records: Path | None) -> str | None:
@@ -166,6 +174,11 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
     can_run_here = _host_can_run(target)
     steps = 4 + (1 if req.verify and can_run_here else 0)
     progress.total = steps
+    if req.tuning_records is None and req.use_shipped_records:
+        shipped = shipped_records(spec.name, req.input_size, spec.input_size, target.name)
+        if list(shipped.glob("database_tuning_record.json")):
+            progress.log(f"using the tuning records shipped in {shipped}")
+            req = dataclasses.replace(req, tuning_records=shipped)
     records = _records_digest(req.tuning_records)
     tvm_target = _tvm_target(target)
     key = cache_key(spec, req, tvm_target, records)

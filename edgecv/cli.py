@@ -47,7 +47,8 @@ def _cmd_compile(args) -> int:
                              input_size=args.input_size, tuning_records=args.tuning_records, verify=args.verify,
                              verify_images=tuple(args.verify_images) if args.verify_images else None,
                              classes=tuple(c for c in classes if c.strip()) if classes else None,
-                             use_cache=not args.no_cache, keep_reference=args.keep_reference)
+                             use_cache=not args.no_cache, keep_reference=args.keep_reference,
+                             use_shipped_records=not args.untuned)
     result = compile_model(request, Progress(0, quiet=args.quiet))
     if result.verify_report is not None:
         print(result.verify_report.summary())
@@ -175,6 +176,35 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_tune(args) -> int:
+    from edgecv.compile.tune import tune_model
+    from edgecv.compile.weights import Weights
+
+    rpc = None
+    if args.rpc_tracker:
+        host, _, port = args.rpc_tracker.rpartition(":")
+        if not host or not port.isdigit() or not args.rpc_key:
+            raise EdgecvError(f"bad --rpc-tracker {args.rpc_tracker!r}", "use HOST:PORT together with --rpc-key KEY")
+        rpc = (host, int(port), args.rpc_key)
+    summary = tune_model(args.model, args.target, records=args.records, trials_per_task=args.trials,
+                         minutes=args.minutes, resume=not args.restart, input_size=args.input_size,
+                         weights=Weights(random_seed=0), rpc=rpc, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _add_tune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a model-zoo name (see `edgecv models`)")
+    p.add_argument("--target", required=True, help="a target preset (see `edgecv targets`)")
+    p.add_argument("--trials", type=int, default=32, metavar="N", help="MetaSchedule trials per task")
+    p.add_argument("--minutes", type=float, metavar="M", help="wall-clock budget over all tasks")
+    p.add_argument("--records", type=Path, metavar="DIR", help="database folder (default models/records/<model>/<target>)")
+    p.add_argument("--restart", action="store_true", help="tune tasks again even if they have records (default: resume)")
+    p.add_argument("--input-size", type=int, metavar="N", help="square input size (default: the model's)")
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on remote boards through TVM's RPC tracker")
+    p.add_argument("--rpc-key", metavar="KEY", help="the boards' key registered with the tracker")
+
+
 BENCH_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "tvm", "tvm-tuned")  # compile/bench.py checks them
 
 
@@ -202,7 +232,9 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
     w.add_argument("--pretrained", action="store_true", help="GluonCV model-zoo weights (needs the internet)")
     w.add_argument("--random-weights", type=int, metavar="SEED", help="reproducible random weights (tests, benchmarks)")
     p.add_argument("--input-size", type=int, metavar="N", help="square input size (default: the model's)")
-    p.add_argument("--tuning-records", type=Path, metavar="DIR", help="MetaSchedule records to apply")
+    p.add_argument("--tuning-records", type=Path, metavar="DIR",
+                   help="MetaSchedule records to apply (default: models/records/<model>/<target>/ when present)")
+    p.add_argument("--untuned", action="store_true", help="ignore the shipped tuning records")
     p.add_argument("--verify", action="store_true", help="compare with MXNet on real images; fail if they differ")
     p.add_argument("--verify-images", nargs="+", metavar="FILE", help="images for --verify (default: opencv-doc samples)")
     p.add_argument("--classes", metavar="FILE", help="class names, one per line (exported checkpoints)")
@@ -224,6 +256,7 @@ COMMANDS = {
     "targets": ("list the target presets", lambda p: None, _cmd_targets),
     "compile": ("compile a GluonCV model into a verified TVM artifact", _add_compile, _cmd_compile),
     "infer": ("run an artifact once on a tensor (smoke test on a device)", _add_infer, _cmd_infer),
+    "tune": ("MetaSchedule-tune a model for a target; records are reused by compile", _add_tune, _cmd_tune),
     "bench": ("compiled vs uncompiled backends, side by side, in one run", _add_bench, _cmd_bench),
     "bench-loop": ("end-to-end vs inference frames/s and memory of the edge loop", _add_bench_loop,
                    _cmd_bench_loop),

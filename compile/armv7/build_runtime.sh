@@ -2,14 +2,14 @@
 # Build the TVM 0.27 *runtime* (libtvm_ffi.so + libtvm_runtime.so) for 32-bit ARM Linux,
 # hard float (arm-linux-gnueabihf: armv7-a, VFPv4 + NEON), so armv7 artifacts can be run.
 # PyPI has no armv7 wheels of apache-tvm / apache-tvm-ffi; this builds the two libraries from
-#   - the apache-tvm-ffi sdist (CMake, with toolchain-armhf.cmake), and
+#   - the apache-tvm-ffi sdist (CMake >= 3.26 from PyPI, with a cross toolchain file written below), and
 #   - the runtime sources the apache-tvm wheel ships under tvm/src/runtime, plus edgecv's own
 #     versions of the few headers the wheel leaves out (compile/armv7/include/).
 #
 # usage: build_runtime.sh [OUT_DIR]
 #        build_runtime.sh --print-dir     (print the default OUT_DIR and exit)
-#   OUT_DIR defaults to ~/.cache/edgecv/armv7/runtime-<hash>, hash = sha256 of this script, the
-#   toolchain file, edgecv's headers and the pinned versions.  Idempotent: an up-to-date OUT_DIR is
+#   OUT_DIR defaults to ~/.cache/edgecv/armv7/runtime-<hash>, hash = sha256 of this script,
+#   edgecv's headers (include/) and the pinned versions.  Idempotent: an up-to-date OUT_DIR is
 #   left alone.  Result: OUT_DIR/{libtvm_ffi.so,libtvm_runtime.so,include/,BUILD_INFO.json}.
 # env: EDGECV_ARMV7_CACHE (default ~/.cache/edgecv/armv7), EDGECV_PYTHON (default python3),
 #      EDGECV_JOBS (default nproc).
@@ -53,7 +53,7 @@ need() {  # need TOOL PACKAGE
 hash_inputs() {
   printf 'tvm=%s tvm-ffi=%s wheel=%s sdist=%s\n' "$TVM_VERSION" "$TVM_FFI_VERSION" \
     "$TVM_WHEEL_SHA256" "$TVM_FFI_SDIST_SHA256"
-  (cd "$HERE" && find build_runtime.sh toolchain-armhf.cmake include -type f | LC_ALL=C sort |
+  (cd "$HERE" && find build_runtime.sh include -type f | LC_ALL=C sort |
      xargs sha256sum)
 }
 HASH="$(hash_inputs | sha256sum | cut -c1-12)"
@@ -129,13 +129,31 @@ STAGE="$WORK/out"
 mkdir -p "$STAGE/include"
 
 # ---- 1. libtvm_ffi.so from the sdist --------------------------------------------------------
+# CMake toolchain file for Debian's cross g++ (armv7-a, VFPv4 + NEON, hard-float ABI).
+cat > "$WORK/toolchain-armhf.cmake" <<EOF
+set(CMAKE_SYSTEM_NAME Linux)
+set(CMAKE_SYSTEM_PROCESSOR armv7l)
+set(CMAKE_C_COMPILER   $TRIPLE-gcc)
+set(CMAKE_CXX_COMPILER $TRIPLE-g++)
+set(CMAKE_AR     $(command -v "$TRIPLE-ar") CACHE FILEPATH "")
+set(CMAKE_RANLIB $(command -v "$TRIPLE-ranlib") CACHE FILEPATH "")
+set(CMAKE_NM     $(command -v "$TRIPLE-nm") CACHE FILEPATH "")
+set(CMAKE_STRIP  $(command -v "$TRIPLE-strip") CACHE FILEPATH "")
+set(CMAKE_C_FLAGS_INIT   "${ARCH_FLAGS[*]}")
+set(CMAKE_CXX_FLAGS_INIT "${ARCH_FLAGS[*]} -Wno-psabi")
+set(CMAKE_FIND_ROOT_PATH /usr/$TRIPLE)
+set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
+set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
+EOF
 say "libtvm_ffi: configuring ($(basename "$SDIST"))"
 tar -xzf "$SDIST" -C "$WORK"
 FFI_SRC="$WORK/apache_tvm_ffi-$TVM_FFI_VERSION"
 [[ -f "$FFI_SRC/CMakeLists.txt" ]] || die "unexpected sdist layout: $FFI_SRC/CMakeLists.txt missing"
 "$TOOLS/bin/cmake" -S "$FFI_SRC" -B "$WORK/ffi-build" -G Ninja \
     -DCMAKE_MAKE_PROGRAM="$TOOLS/bin/ninja" \
-    -DCMAKE_TOOLCHAIN_FILE="$HERE/toolchain-armhf.cmake" -DEDGECV_ARMHF_PREFIX="$TRIPLE" \
+    -DCMAKE_TOOLCHAIN_FILE="$WORK/toolchain-armhf.cmake" \
     -DCMAKE_BUILD_TYPE=Release -DTVM_FFI_BUILD_TESTS=OFF -DTVM_FFI_BUILD_PYTHON_MODULE=OFF \
     > "$WORK/ffi-configure.log" 2>&1 || { tail -40 "$WORK/ffi-configure.log" >&2; die "libtvm_ffi: cmake configure failed"; }
 say "libtvm_ffi: compiling (-j$JOBS)"
