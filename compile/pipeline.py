@@ -67,16 +67,11 @@ _SHAPING_CODE = ("compile/heads.py", "compile/weights.py", "compile/gluon.py", "
 
 
 def _source_digest() -> str:
+    # compile/ and edge/ are siblings both in the repository and installed (edgecv/compile, edgecv/edge)
+    top = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    roots = {"compile": Path(__file__).resolve().parent, "edge": Path(__file__).resolve().parent.parent / "edge"}
     for rel in _SHAPING_CODE:
-        folder, name = rel.split("/")
-        path = roots[folder] / name
-        if not path.is_file():  # installed layout: edgecv/edge beside edgecv/compile
-            import importlib
-
-            path = Path(importlib.import_module(f"edgecv.{folder}").__file__).parent / name
-        digest.update(rel.encode() + path.read_bytes())
+        digest.update(rel.encode() + (top / rel).read_bytes())
     return digest.hexdigest()
 
 

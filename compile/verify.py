@@ -29,6 +29,7 @@ SCORE_TOL = 1e-3
 @dataclass
 class ImageReport:
     image: str
+    task: str
     max_abs_diff: dict[str, float]
     max_abs_ref: dict[str, float]
     reference: int = 0
@@ -56,7 +57,7 @@ class VerifyReport:
         for r in self.images:
             diffs = ", ".join(f"{k} {v:.2e} (of {r.max_abs_ref[k]:.3g})" for k, v in r.max_abs_diff.items())
             what = (f"detections mxnet {r.reference} / compiled {r.compiled}, matched {r.matched}, "
-                    f"differing {r.differing}, borderline {r.borderline}") if r.borderline >= 0 else (
+                    f"differing {r.differing}, borderline {r.borderline}") if r.task == "detection" else (
                     f"top-{r.reference} classes, same {r.matched}, differing {r.differing}")
             lines.append(f"{'ok  ' if r.ok else 'FAIL'} {Path(r.image).name}: max |diff| {diffs}; {what}")
         return "\n".join(lines)
@@ -116,7 +117,7 @@ def verify(model, compiled, images: list[tuple[str, np.ndarray]]) -> VerifyRepor
     for name, image in images:
         x, _ = preprocess(image, manifest.input)
         ref_raw, got_raw = model.raw(x), compiled(x)
-        r = ImageReport(name, {}, {})
+        r = ImageReport(name, manifest.task, {}, {})
         for key, ref in ref_raw.items():
             got = got_raw[key]
             scale = float(np.abs(ref).max())
@@ -130,7 +131,6 @@ def verify(model, compiled, images: list[tuple[str, np.ndarray]]) -> VerifyRepor
             ref_ids, _ = top_classes(ref_raw["probabilities"])
             got_ids, _ = top_classes(got_raw["probabilities"])
             r.reference = r.compiled = len(ref_ids)
-            r.borderline = -1  # not applicable
             r.matched = int(np.sum(ref_ids == got_ids))
             r.differing = len(ref_ids) - r.matched
         r.ok = r.ok and r.differing == 0

@@ -67,6 +67,7 @@ cp "$FFI_LIB" "$RT_LIB" "$STAGE/"
     -L"$STAGE" -Wl,--no-as-needed -ltvm_runtime -ltvm_ffi -Wl,--as-needed -Wl,-rpath,'$ORIGIN' \
     || die "compiling run_artifact.cc for $TRIPLE failed"
 echo "$STAMP" > "$STAGE/.stamp"
+chmod 755 "$STAGE"
 if [[ -e "$OUT" ]]; then rm -rf "$OUT.old"; mv "$OUT" "$OUT.old"; fi
 mv "$STAGE" "$OUT"
 rm -rf "$OUT.old"

@@ -93,6 +93,24 @@ ffi::Function Lookup(const ffi::Module& mod, const char* name, const char* what)
   return f.value();
 }
 
+// A JSON string literal.
+std::string Quote(const std::string& text) {
+  std::string q = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      q += '\\';
+      q += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      q += buf;
+    } else {
+      q += static_cast<char>(c);
+    }
+  }
+  return q + "\"";
+}
+
 // Flatten a result (tensor or nested tuple of tensors) into `out`.
 void Flatten(const ffi::Any& value, std::vector<ffi::Tensor>* out) {
   if (auto t = value.as<ffi::Tensor>()) {
@@ -169,7 +187,7 @@ int Run(int argc, char** argv) {
   Flatten(result, &outputs);
 
   std::ostringstream json;
-  json << "{\n  \"library\": \"" << lib << "\",\n  \"entry\": \"" << entry << "\",\n"
+  json << "{\n  \"library\": " << Quote(lib) << ",\n  \"entry\": " << Quote(entry) << ",\n"
        << "  \"load_ms\": " << std::chrono::duration<double, std::milli>(t1 - t0).count() << ",\n"
        << "  \"run_ms\": " << best_ms << ",\n  \"repeat\": " << repeat << ",\n  \"outputs\": [";
   for (size_t i = 0; i < outputs.size(); ++i) {
@@ -178,8 +196,8 @@ int Run(int argc, char** argv) {
     if (!ffi::IsContiguous(*t)) throw std::runtime_error("output " + std::to_string(i) + " is not contiguous");
     std::string file = prefix + "." + std::to_string(i) + ".bin";
     WriteFile(file, static_cast<const char*>(t->data) + t->byte_offset, ffi::GetDataSize(*t));
-    json << (i ? "," : "") << "\n    {\"index\": " << i << ", \"file\": \"" << file << "\", \"dtype\": \""
-         << std::string(ffi::DLDataTypeToString(t->dtype)) << "\", \"shape\": [";
+    json << (i ? "," : "") << "\n    {\"index\": " << i << ", \"file\": " << Quote(file)
+         << ", \"dtype\": " << Quote(std::string(ffi::DLDataTypeToString(t->dtype))) << ", \"shape\": [";
     for (int d = 0; d < t->ndim; ++d) json << (d ? ", " : "") << t->shape[d];
     json << "]}";
   }
