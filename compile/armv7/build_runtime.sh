@@ -187,7 +187,8 @@ for s in "${RUNTIME_SOURCES[@]}"; do
 done
 say "libtvm_runtime: compiling ${#RUNTIME_SOURCES[@]} sources (-j$JOBS)"
 export TRIPLE WORK TVM_TREE
-export CXXFLAGS_STR="${CXXFLAGS[*]} ${INCLUDES[*]}"
+# (file-prefix-map: error messages and the binary name sources as src/runtime/..., not the temp dir)
+export CXXFLAGS_STR="${CXXFLAGS[*]} ${INCLUDES[*]} -ffile-prefix-map=$TVM_TREE/= -ffile-prefix-map=$STAGE/include/=include/ -ffile-prefix-map=$HERE/=compile/armv7/"
 printf '%s\n' "${RUNTIME_SOURCES[@]}" | xargs -P "$JOBS" -I{} bash -c '
   s="{}"; o="$WORK/obj/${s//\//_}.o"
   if ! "$TRIPLE-g++" $CXXFLAGS_STR -c "$TVM_TREE/src/runtime/$s" -o "$o" 2> "$o.log"; then

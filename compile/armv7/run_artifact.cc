@@ -1,8 +1,11 @@
 // edgecv: run one exported TVM 0.27 Relax VM library on the CPU, with no Python.
 //
-//   run_artifact LIB.so INPUT.bin OUTPUT_PREFIX --shape 1,3,H,W [--entry main] [--repeat N]
+//   run_artifact LIB.so INPUT.bin OUTPUT_PREFIX --shape 1,3,H,W [--params PARAMS.bin]
+//                [--entry main] [--repeat N]
 //
-// INPUT.bin is the raw little-endian float32 NCHW input.  Every output tensor of the entry
+// INPUT.bin is the raw little-endian float32 NCHW input.  PARAMS.bin (optional) holds weights that
+// `main` takes after the input, in TVM's param-dict format (tvm.runtime.save_param_dict_to_file);
+// they are passed in sorted-name order, like edge/runtime.py passes an artifact's params.npz.  Every output tensor of the entry
 // function (a single tensor, or a possibly nested tuple of tensors, flattened in order) is written
 // as OUTPUT_PREFIX.<i>.bin (its raw bytes, row-major), and OUTPUT_PREFIX.json lists their shapes
 // and dtypes.  Exit code 0 on success; on failure one "run_artifact: error: ..." line on stderr
@@ -27,6 +30,7 @@
 #include <tvm/ffi/function.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -34,6 +38,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -125,7 +130,7 @@ void Flatten(const ffi::Any& value, std::vector<ffi::Tensor>* out) {
 
 int Run(int argc, char** argv) {
   std::vector<std::string> pos;
-  std::string shape_text, entry = "main";
+  std::string shape_text, params_path, entry = "main";
   int repeat = 1;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -135,13 +140,14 @@ int Run(int argc, char** argv) {
     };
     if (a == "--shape") shape_text = value();
     else if (a == "--entry") entry = value();
+    else if (a == "--params") params_path = value();
     else if (a == "--repeat") repeat = std::atoi(value().c_str());
     else if (a.rfind("--", 0) == 0) throw UsageError("unknown option " + a);
     else pos.push_back(a);
   }
   if (pos.size() != 3 || shape_text.empty() || repeat < 1) {
     throw UsageError("usage: run_artifact LIB.so INPUT.bin OUTPUT_PREFIX --shape 1,3,H,W "
-                     "[--entry main] [--repeat N]");
+                     "[--params PARAMS.bin] [--entry main] [--repeat N]");
   }
   const std::string input_path = pos[1], prefix = pos[2];
   // dlopen() searches the library path for names without a '/': make the path explicit.
@@ -172,13 +178,25 @@ int Run(int argc, char** argv) {
   ffi::Module vm = Lookup(exec, "vm_load_executable", lib.c_str())().cast<ffi::Module>();
   Lookup(vm, "vm_initialization", "the VM")(static_cast<int>(kDLCPU), 0, kPooledAllocator);
   ffi::Function fn = Lookup(vm, entry.c_str(), "the VM");
+
+  std::vector<ffi::Any> args{input};
+  if (!params_path.empty()) {
+    std::optional<ffi::Function> load = ffi::Function::GetGlobal("runtime.LoadParamsFromFile");
+    if (!load) throw std::runtime_error("runtime.LoadParamsFromFile is not registered");
+    auto params = (*load)(params_path).cast<ffi::Map<ffi::String, ffi::Any>>();
+    std::vector<std::string> names;
+    for (const auto& kv : params) names.push_back(kv.first);
+    std::sort(names.begin(), names.end());
+    for (const std::string& name : names) args.push_back(params.at(name));
+  }
+  std::vector<ffi::AnyView> views(args.begin(), args.end());
   auto t1 = std::chrono::steady_clock::now();
 
   ffi::Any result;
   double best_ms = 1e300;
   for (int r = 0; r < repeat; ++r) {
     auto s = std::chrono::steady_clock::now();
-    result = fn(input);
+    fn.CallPacked(views.data(), static_cast<int32_t>(views.size()), &result);
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s).count();
     if (ms < best_ms) best_ms = ms;
   }
@@ -189,7 +207,8 @@ int Run(int argc, char** argv) {
   std::ostringstream json;
   json << "{\n  \"library\": " << Quote(lib) << ",\n  \"entry\": " << Quote(entry) << ",\n"
        << "  \"load_ms\": " << std::chrono::duration<double, std::milli>(t1 - t0).count() << ",\n"
-       << "  \"run_ms\": " << best_ms << ",\n  \"repeat\": " << repeat << ",\n  \"outputs\": [";
+       << "  \"run_ms\": " << best_ms << ",\n  \"repeat\": " << repeat << ",\n  \"num_params\": " << (args.size() - 1)
+       << ",\n  \"outputs\": [";
   for (size_t i = 0; i < outputs.size(); ++i) {
     const DLTensor* t = outputs[i].GetDLTensorPtr();
     if (t->device.device_type != kDLCPU) throw std::runtime_error("output " + std::to_string(i) + " is not on the CPU");

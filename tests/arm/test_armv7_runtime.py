@@ -120,8 +120,10 @@ def tiny_onnx_model():
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory, armv7_tools) -> dict:
-    """The same Relax module compiled for x86-64 and for armv7 (cross-linked with the armhf g++)."""
+    """The same Relax module compiled for x86-64, armv7 (cross-linked with the armhf g++) and aarch64;
+    plus an armv7 variant whose weights are `main` parameters, stored as a TVM param dict."""
     import tvm
+    from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
     root = tmp_path_factory.mktemp("armv7-runtime")
@@ -131,7 +133,35 @@ def tiny_artifacts(tmp_path_factory, armv7_tools) -> dict:
     armv7 = root / "tiny-armv7.so"
     tvm.compile(mod, target=tvm.target.Target(ARMV7_TARGET)).export_library(
         str(armv7), fcompile=tvm.support.cc.cross_compiler("arm-linux-gnueabihf-g++"))
-    return {"root": root, "x86_64": x86, "armv7": armv7}
+
+    # weights as parameters of main, after the input; the runner passes them in sorted-name order
+    with_params, params = relax.frontend.detach_params(from_onnx(tiny_onnx_model(), keep_params_in_input=True))
+    armv7_params = root / "tiny-armv7-params.so"
+    tvm.compile(with_params, target=tvm.target.Target(ARMV7_TARGET)).export_library(
+        str(armv7_params), fcompile=tvm.support.cc.cross_compiler("arm-linux-gnueabihf-g++"))
+    params_bin = root / "tiny-params.bin"
+    tvm.runtime.save_param_dict_to_file({f"p{i:03d}": t for i, t in enumerate(params["main"])}, str(params_bin))
+    return {"root": root, "x86_64": x86, "armv7": armv7, "armv7_params": armv7_params, "params": params_bin,
+            "module": mod}
+
+
+def x86_reference(tiny_artifacts, x: np.ndarray) -> list[np.ndarray]:
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(tiny_artifacts["x86_64"])), tvm.cpu())
+    result = vm["main"](tvm.runtime.tensor(x))
+    return [result.numpy()] if hasattr(result, "numpy") else [t.numpy() for t in result]
+
+
+def assert_outputs_match(prefix: Path, expected: list[np.ndarray]) -> dict:
+    meta = json.loads(prefix.with_suffix(".json").read_text())
+    assert [o["shape"] for o in meta["outputs"]] == [list(e.shape) for e in expected]
+    assert all(o["dtype"] == "float32" for o in meta["outputs"])
+    for i, want in enumerate(expected):
+        got = np.fromfile(f"{prefix}.{i}.bin", dtype="<f4").reshape(want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"output {i}")
+    return meta
 
 
 def run_armv7(runner: Path, qemu: str, lib: Path, x: np.ndarray, prefix: Path) -> subprocess.CompletedProcess:
@@ -157,26 +187,52 @@ def test_armv7_artifact_is_elf32_eabi5_hard_float(tiny_artifacts):
 
 
 def test_armv7_outputs_match_x86(tiny_artifacts, armv7_runner, armv7_tools):
-    import tvm
-    from tvm import relax
-
     x = np.random.default_rng(0).standard_normal((1, 3, H, W)).astype(np.float32)
     prefix = tiny_artifacts["root"] / "out"
     proc = run_armv7(armv7_runner, armv7_tools["qemu"], tiny_artifacts["armv7"], x, prefix)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    meta = json.loads(prefix.with_suffix(".json").read_text())
 
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(tiny_artifacts["x86_64"])), tvm.cpu())
-    result = vm["main"](tvm.runtime.tensor(x))
-    expected = [t.numpy() for t in result] if not hasattr(result, "numpy") else [result.numpy()]
-
-    assert [o["shape"] for o in meta["outputs"]] == [list(e.shape) for e in expected] == [[1, 4, H // 2, W // 2], [1, 8]]
-    assert all(o["dtype"] == "float32" for o in meta["outputs"])
-    for i, want in enumerate(expected):
-        got = np.fromfile(f"{prefix}.{i}.bin", dtype="<f4").reshape(want.shape)
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"output {i}")
+    expected = x86_reference(tiny_artifacts, x)
+    assert [e.shape for e in expected] == [(1, 4, H // 2, W // 2), (1, 8)]
     assert np.isclose(expected[1].sum(), 1.0, atol=1e-5)  # softmax: the comparison is not vacuous
     assert np.abs(expected[0]).max() > 0.1
+    assert_outputs_match(prefix, expected)
+
+
+def test_armv7_weights_as_params(tiny_artifacts, armv7_runner, armv7_tools):
+    """Weights passed to main after the input (--params: a TVM param dict, read by the armhf runtime)."""
+    x = np.random.default_rng(2).standard_normal((1, 3, H, W)).astype(np.float32)
+    prefix = tiny_artifacts["root"] / "out-params"
+    inp = prefix.with_suffix(".input.bin")
+    x.tofile(inp)
+    cmd = [armv7_tools["qemu"], "-L", SYSROOT, armv7_runner, tiny_artifacts["armv7_params"], inp, prefix,
+           "--shape", f"1,3,{H},{W}"]
+    missing = _run(cmd)
+    assert missing.returncode == 1 and "expects 4 arguments" in missing.stderr, missing.stderr[-2000:]
+    proc = _run([*cmd, "--params", tiny_artifacts["params"]])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert assert_outputs_match(prefix, x86_reference(tiny_artifacts, x))["num_params"] == 3
+
+
+def test_aarch64_runner_with_wheel_runtime(arm, tiny_artifacts, tmp_path):
+    """The same runner source builds for aarch64 against the PyPI aarch64 wheels' libraries."""
+    import tvm
+
+    qemu = _require("qemu-aarch64-static", "qemu-user-static")
+    _require("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")
+    out = CACHE / f"runner-aarch64-{arm.site.name}"
+    proc = _run(["bash", ARMV7 / "build_runner.sh", out, arm.site, "--arch", "aarch64"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lib = tmp_path / "tiny-aarch64.so"
+    target = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
+    tvm.compile(tiny_artifacts["module"], target=target).export_library(
+        str(lib), fcompile=tvm.support.cc.cross_compiler("aarch64-linux-gnu-g++"))
+    x = np.random.default_rng(3).standard_normal((1, 3, H, W)).astype(np.float32)
+    x.tofile(tmp_path / "x.bin")
+    run = _run([qemu, "-L", "/usr/aarch64-linux-gnu", out / "run_artifact", lib, tmp_path / "x.bin", tmp_path / "y",
+                "--shape", f"1,3,{H},{W}"])
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert_outputs_match(tmp_path / "y", x86_reference(tiny_artifacts, x))
 
 
 def test_runner_reports_errors(tiny_artifacts, armv7_runner, armv7_tools):
@@ -196,3 +252,29 @@ def test_runner_reports_errors(tiny_artifacts, armv7_runner, armv7_tools):
 
     usage = _run([qemu, "-L", SYSROOT, armv7_runner])
     assert usage.returncode == 2 and "usage: run_artifact" in usage.stderr
+
+
+def test_real_armv7_artifact_matches_x86(artifacts, armv7_runner, armv7_tools, tmp_path):
+    """A real compiled artifact (MobileNetV2, the crop classifier) for armv7: its params.npz converted to a TVM
+    param dict for the runner, run under qemu-arm, equal to the x86 artifact on the same input."""
+    import tvm
+
+    from edgecv.edge.artifact import read_manifest
+    from edgecv.edge.runtime import TvmModel
+
+    arm = artifacts("mobilenetv2_1.0", target="armv7")
+    manifest = read_manifest(arm)
+    with np.load(arm / manifest.params) as stored:
+        tvm.runtime.save_param_dict_to_file({k: tvm.runtime.tensor(stored[k]) for k in stored.files},
+                                            str(tmp_path / "params.bin"))
+    x86 = TvmModel(artifacts("mobilenetv2_1.0"))
+    x = np.random.default_rng(3).standard_normal(manifest.input.shape).astype(np.float32)
+    inp = tmp_path / "x.bin"
+    x.astype("<f4").tofile(inp)
+    proc = _run([armv7_tools["qemu"], "-L", SYSROOT, armv7_runner, arm / manifest.library, inp, tmp_path / "out",
+                 "--shape", ",".join(map(str, x.shape)), "--params", tmp_path / "params.bin"])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    want = x86(x)["probabilities"]
+    got = np.fromfile(tmp_path / "out.0.bin", dtype="<f4").reshape(want.shape)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert abs(float(got.sum()) - 1) < 1e-4
