@@ -12,7 +12,7 @@ VENV ?= $(CACHE)/venv-$(LOCK_HASH)
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := mosquitto mosquitto-clients opencv-doc qemu-user-static debootstrap \
-	g++-aarch64-linux-gnu g++-arm-linux-gnueabihf binutils file
+	g++-aarch64-linux-gnu g++-arm-linux-gnueabihf binutils file chromium
 PYTEST_ARGS ?=
 
 .PHONY: setup system venv test test-fast demo clean-cache lock
