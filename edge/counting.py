@@ -152,13 +152,22 @@ class Counts:
 class Counter:
     """Everything counted from one frame's tracked detections."""
 
-    def __init__(self, config: CountingConfig, groups: GroupMap):
+    def __init__(self, config: CountingConfig, groups: GroupMap, previous: "Counter | None" = None):
+        """``previous``: the counter this one replaces after a configuration change; totals carry over
+        (people in/out of a line of the same name, the count of a zone of the same name)."""
         self.config = config
         self.groups = groups
         self._people = Smoother(config.window)
         self._goods = Smoother(config.window)
         self.line = LineCounter(config.line) if config.line else None
         self.zones = [ZoneCounter(z, config.window) for z in config.zones]
+        if previous is not None:
+            old_line = previous.line
+            if self.line is not None and old_line is not None and old_line.config.name == self.line.config.name:
+                self.line.people_in, self.line.people_out = old_line.people_in, old_line.people_out
+            kept = {z.config.name: z.count for z in previous.zones}
+            for zone in self.zones:
+                zone.count = kept.get(zone.config.name, 0)
 
     def update(self, tracked: Detections, frame_size: tuple[int, int],
                goods_types: dict[int, str] | None = None) -> tuple[Counts, list[dict]]:

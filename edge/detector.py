@@ -22,11 +22,14 @@ class Detector:
         if self.manifest.task != "detection":
             raise ArtifactError(f"{artifact} is a {self.manifest.task} model, not a detector",
                                 "pass a detector artifact to --artifact")
-        self.config = config or DetectConfig()
-        # The artifact's decoding, with the user's thresholds (lower scores still enter NMS as in GluonCV).
-        self.decode_spec = DecodeSpec(**{**self.manifest.decode.model_dump(), "nms_iou": self.config.nms_iou,
-                                         "max_detections": self.config.max_detections})
+        self.configure(config or DetectConfig())
         self.last_latency = 0.0
+
+    def configure(self, config: DetectConfig) -> None:
+        """The artifact's decoding with the user's thresholds (lower scores still enter NMS as in GluonCV)."""
+        self.config = config
+        self.decode_spec = DecodeSpec(**{**self.manifest.decode.model_dump(), "nms_iou": config.nms_iou,
+                                         "max_detections": config.max_detections})
 
     def __call__(self, image: np.ndarray, frame_id: int = 0, timestamp: float = 0.0, source: str = "") -> Detections:
         start = time.perf_counter()

@@ -51,6 +51,29 @@ class EdgeLoop:
         self.counts: Counts | None = None
         self._published_key = None
         self._last_counts_at = self._last_stats_at = time.monotonic()
+        self._pending: RunConfig | None = None
+        self._pending_lock = threading.Lock()
+        self.frame_listeners: list = []  # callables (frame, tracked detections, counts), e.g. a live view
+
+    def reconfigure(self, config: RunConfig) -> None:
+        """Apply a new configuration from any thread, at the next frame: thresholds, tracker, counting
+        (line/zone totals of the same name carry over), publishing interval. The device name, source and
+        model are fixed for a loop's life: changing them means a new loop."""
+        with self._pending_lock:
+            self._pending = config
+
+    def _apply_pending(self) -> None:
+        with self._pending_lock:
+            config, self._pending = self._pending, None
+        if config is None:
+            return
+        self.config = config
+        self.detector.configure(config.detect)
+        self.groups = GroupMap(self.detector.manifest.classes, self.detector.manifest.groups, config.counting.groups)
+        self.tracker.configure(config.tracker, high_score=config.detect.score_threshold)
+        self.counter = Counter(config.counting, self.groups, previous=self.counter)
+        self._published_key = None  # publish the counts under the new configuration
+        log.info("configuration applied")
 
     # --- sinks, each behind a guard ---
     def _guard(self, what: str, fn, *args) -> None:
@@ -112,6 +135,7 @@ class EdgeLoop:
             yield frame
 
     def step(self, frame) -> None:
+        self._apply_pending()
         detections = self.detector(frame.image, frame.index, frame.timestamp, frame.source)
         self.stats.frame(self.detector.last_latency)
         tracked = self.tracker.update(detections)
@@ -132,6 +156,8 @@ class EdgeLoop:
         if self.video is not None:
             self._guard("writing video", lambda: self.video.write(
                 annotate(frame.image, tracked, self.groups, self.config.counting, self.counts)))
+        for listener in self.frame_listeners:
+            self._guard("frame listener", listener, frame, tracked, self.counts)
         if self.progress is not None:
             self._guard("progress", self.progress.update, self)
 

@@ -43,6 +43,10 @@ class IouTracker:
     _tracks: list[_Track] = field(default_factory=list)
     _next_id: int = 1
 
+    def configure(self, config: TrackerConfig, high_score: float) -> None:
+        """New thresholds for the next frames; live tracks keep their ids."""
+        self.config, self.high_score = config, high_score
+
     def update(self, detections: Detections) -> Detections:
         """Returns the detections that belong to confirmed tracks, with their ``track_ids``."""
         ids = np.full(len(detections), -1, np.int64)

@@ -9,6 +9,13 @@ from pathlib import Path
 
 import pytest
 
+# The test process builds TVM modules (ARM runtime tests) and also loads artifacts through the edge runtime,
+# which imports TVM runtime-only when it is the first to import it; a runtime-only TVM cannot build anything.
+# Import the full TVM first so the order tests run in does not matter. Whether the edge runtime alone stays
+# runtime-only is checked in a fresh process (tests/edge/test_boundaries.py).
+os.environ.pop("TVM_USE_RUNTIME_LIB", None)
+import tvm  # noqa: E402,F401
+
 REPO = Path(__file__).resolve().parent.parent
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 
