@@ -53,7 +53,65 @@ class _Cycle:
         pass
 
 
-def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct: int = 50) -> dict:
+class _Watcher:
+    """Someone watching the live view: reads the MJPEG stream and counts the pictures that arrive."""
+
+    def __init__(self, url: str):
+        self.url, self.pictures = url, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self):
+        import urllib.request
+
+        with urllib.request.urlopen(self.url, timeout=30) as stream:
+            while not self._stop.is_set():
+                chunk = stream.read1(65536)
+                if not chunk:
+                    return
+                self.pictures += chunk.count(b"--frame\r\n")
+
+    def start(self) -> "_Watcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def viewer_cost(detector, images: list, frames: int, rounds: int = 2) -> dict:
+    """End-to-end frames/s without and with someone watching the web view's live video, in interleaved
+    rounds (without, with, without, with, ...) so machine noise hits both alike."""
+    from edgecv.edge.config import RunConfig
+    from edgecv.edge.loop import EdgeLoop
+    from edgecv.edge.web import LiveView, WebServer
+
+    config = RunConfig(device="bench")
+    fps: dict[str, list[float]] = {"without": [], "with": []}
+    pictures = 0
+    for _ in range(rounds):
+        for mode in ("without", "with"):
+            loop = EdgeLoop(config, detector, _Cycle(images, frames), None)
+            server = watcher = None
+            if mode == "with":
+                server = WebServer(LiveView(loop, None, config.http), "127.0.0.1", 0, None).start()
+                watcher = _Watcher(server.url + "stream.mjpg").start()
+            start = time.perf_counter()
+            summary = loop.run(threading.Event())
+            fps[mode].append(summary.frames / (time.perf_counter() - start))
+            if server is not None:
+                watcher.stop()
+                server.stop()
+                pictures += watcher.pictures
+    without, with_ = float(np.median(fps["without"])), float(np.median(fps["with"]))
+    return {"frames_per_round": frames, "rounds": rounds, "fps_without_viewer": round(without, 3),
+            "fps_with_viewer": round(with_, 3), "slowdown_pct": round(100 * (1 - with_ / without), 2),
+            "preview_fps_cap": config.http.preview_fps, "pictures_received": pictures}
+
+
+def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct: int = 50,
+                  viewer_frames: int = 0) -> dict:
     import cv2
 
     from edgecv.edge.config import RunConfig
@@ -103,6 +161,8 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct:
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if viewer_frames:
+        result["viewer"] = viewer_cost(detector, images, viewer_frames)
     out.mkdir(parents=True, exist_ok=True)
     (out / "loop.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "loop.md").write_text(
@@ -111,5 +171,9 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct:
         "|---|---|---|---|---|---|---|---|---|\n"
         f"| {result['model']} | {result['input'][2]}x{result['input'][3]} | {result['frames']} | "
         f"{result['inference_fps']} | {result['end_to_end_fps']} | {result['ratio']} | "
-        f"{result['rss_mb']['after_10pct']} MB | {result['rss_mb']['end']} MB | {result['peak_rss_mb']} MB |\n")
+        f"{result['rss_mb']['after_10pct']} MB | {result['rss_mb']['end']} MB | {result['peak_rss_mb']} MB |\n"
+        + ("" if not viewer_frames else
+           "\nWeb view cost (interleaved rounds of {frames_per_round} frames, preview capped at {preview_fps_cap} "
+           "fps): {fps_without_viewer} fps without a viewer, {fps_with_viewer} fps with one watching the live "
+           "video ({slowdown_pct}% slower; {pictures_received} pictures received).\n".format(**result["viewer"])))
     return result

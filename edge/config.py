@@ -51,7 +51,42 @@ class ZoneConfig(_Model):
     @field_validator("polygon")
     @classmethod
     def _polygon(cls, v):
-        return _in_frame(v)
+        _in_frame(v)
+        crossing = _self_intersection(v)
+        if crossing is not None:
+            raise ValueError(f"polygon edges {crossing[0] + 1} and {crossing[1] + 1} cross each other: "
+                             "draw the corners in order around the zone")
+        area = 0.5 * abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(v, v[1:] + v[:1])))
+        if area < 1e-4:
+            raise ValueError("polygon encloses no area (its corners are on one line or too close together)")
+        return v
+
+
+def _self_intersection(polygon: list[Point]) -> tuple[int, int] | None:
+    """The first pair of non-adjacent edges that touch or cross, as edge indexes, or None."""
+    def orient(a, b, c):
+        v = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+        return (v > 1e-12) - (v < -1e-12)
+
+    def on_segment(a, b, p):
+        return min(a[0], b[0]) <= p[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= p[1] <= max(a[1], b[1])
+
+    def touch(p1, p2, q1, q2):
+        o1, o2, o3, o4 = orient(p1, p2, q1), orient(p1, p2, q2), orient(q1, q2, p1), orient(q1, q2, p2)
+        if o1 != o2 and o3 != o4:
+            return True
+        return any(o == 0 and on_segment(*seg, p) for o, seg, p in
+                   ((o1, (p1, p2), q1), (o2, (p1, p2), q2), (o3, (q1, q2), p1), (o4, (q1, q2), p2)))
+
+    n = len(polygon)
+    edges = [(polygon[i], polygon[(i + 1) % n]) for i in range(n)]
+    for i in range(n):
+        for j in range(i + 2, n):
+            if i == 0 and j == n - 1:
+                continue  # neighbours through the closing corner
+            if touch(*edges[i], *edges[j]):
+                return i, j
+    return None
 
 
 class DetectConfig(_Model):
@@ -136,6 +171,14 @@ class MqttConfig(_Model):
         return self.tls is not None or urlparse(self.url).scheme in ("mqtts", "ssl")
 
 
+class HttpConfig(_Model):
+    listen: str | None = Field(None, description="HOST:PORT of the web view (edgecv run --http overrides); off when unset")
+    token: str | None = Field(None, min_length=16, description="required on every request; mandatory when listening "
+                              "beyond loopback (or set EDGECV_HTTP_TOKEN)")
+    preview_fps: float = Field(5.0, gt=0, le=30, description="most preview frames encoded per second, while watched")
+    preview_width: int = Field(960, ge=160, le=3840, description="preview frames are scaled down to this width")
+
+
 class RunConfig(_Model):
     device: str = Field("edgecv", pattern=r"^[A-Za-z0-9_.-]+$", description="device name in topics and messages")
     detect: DetectConfig = Field(default_factory=DetectConfig)
@@ -143,6 +186,7 @@ class RunConfig(_Model):
     counting: CountingConfig = Field(default_factory=CountingConfig)
     mqtt: MqttConfig | None = Field(None, description="omit to run without publishing")
     stats_interval: float = Field(10.0, gt=0, description="seconds between stats messages")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="the installer's web view")
 
 
 def _errors(exc: ValidationError) -> str:
