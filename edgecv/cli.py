@@ -108,7 +108,16 @@ def _cmd_run(args) -> int:
 
         classifier = CropClassifier(args.classifier)
     loop = EdgeLoop(config, detector, source, publisher, video, ProgressLine(), args.max_frames, classifier)
-    summary = loop.run(stop)
+    web = None
+    if args.http or config.http.listen:
+        from edgecv.edge.web import start_web
+
+        web = start_web(loop, config, args.config, args.http)
+    try:
+        summary = loop.run(stop)
+    finally:
+        if web is not None:
+            web.stop()
     if publisher is not None:
         delivered = publisher.flush(timeout=args.flush_timeout)
         publisher.stop(flush_timeout=0)
@@ -139,13 +148,15 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="tvm", choices=["tvm", "onnxruntime", "mxnet", "mxnet-hybrid"],
                    help="tvm (default); onnxruntime/mxnet run the uncompiled graph kept by --keep-reference")
     p.add_argument("--flush-timeout", type=float, default=10.0, help="seconds to wait for delivery at the end")
+    p.add_argument("--http", metavar="HOST:PORT", help="serve the web view (live video, counts, line/zone set-up, "
+                   "/metrics); beyond loopback it needs http.token or EDGECV_HTTP_TOKEN")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
 
 def _cmd_bench_loop(args) -> int:
     from edgecv.edge.benchmark import run_benchmark
 
-    result = run_benchmark(args.artifact, args.video, args.frames, args.out)
+    result = run_benchmark(args.artifact, args.video, args.frames, args.out, viewer_frames=args.viewer_frames)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -155,6 +166,8 @@ def _add_bench_loop(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video", required=True, type=Path, help="video whose frames are cycled")
     p.add_argument("--frames", type=int, default=1000, help="frames to run (default 1000)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="where loop.json/loop.md go")
+    p.add_argument("--viewer-frames", type=int, default=0, metavar="N",
+                   help="also measure the web view's cost: rounds of N frames without and with a live viewer")
 
 
 def _cmd_bench(args) -> int:
