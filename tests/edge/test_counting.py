@@ -105,3 +105,24 @@ def test_counter_people_goods_zones_and_groups():
     counts, events = counter.update(tracked((1, PERSON, 150, 20), (2, BOTTLE, 20, 20)), (W, H))
     assert counts.people_in == 1 and counts.zones == {"shelf": 1}
     assert [e["type"] for e in events] == ["line_crossing", "zone_change"]
+
+
+def test_a_new_configuration_keeps_totals_of_the_same_line_and_zones():
+    shelf = ZoneConfig(name="shelf", polygon=[(0.0, 0.0), (0.5, 0.0), (0.5, 0.4), (0.0, 0.4)])
+    config = CountingConfig(window=1, line=DOOR, zones=[shelf])
+    groups = GroupMap(VOC, "voc", {})
+    counter = Counter(config, groups)
+    counter.update(tracked((1, PERSON, 150, 80), (2, BOTTLE, 20, 20)), (W, H))
+    counts, _ = counter.update(tracked((1, PERSON, 150, 20), (2, BOTTLE, 20, 20)), (W, H))
+    assert counts.people_in == 1 and counts.zones == {"shelf": 1}
+
+    moved = CountingConfig(window=1, line=LineConfig(name="door", points=((0.0, 0.6), (1.0, 0.6))),
+                           zones=[shelf, ZoneConfig(name="new", polygon=[(0.6, 0.6), (1.0, 0.6), (1.0, 1.0)])])
+    counter = Counter(moved, groups, previous=counter)
+    counts, events = counter.update(tracked((2, BOTTLE, 20, 20)), (W, H))
+    assert (counts.people_in, counts.people_out) == (1, 0)  # the door's totals carry over
+    assert counts.zones == {"shelf": 1, "new": 0} and events == []  # no change event for a kept zone
+
+    renamed = CountingConfig(window=1, line=LineConfig(name="side", points=((0.0, 0.6), (1.0, 0.6))))
+    counts, _ = Counter(renamed, groups, previous=counter).update(tracked(), (W, H))
+    assert (counts.people_in, counts.people_out) == (0, 0) and counts.zones == {}  # another line starts at 0
