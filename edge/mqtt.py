@@ -1,9 +1,14 @@
-"""Publish through MQTT (paho-mqtt 2.x) from the durable outbox, in order, with QoS 1.
+"""Publishers over the durable outbox: the pump shared by every transport, and MQTT (paho-mqtt 2.x).
 
-A pump thread sends what the outbox holds while connected (a bounded window in flight) and deletes a
-row when the broker acknowledges it. On a reconnect it starts again from the oldest unacknowledged
-row: a message may arrive twice (QoS 1 is at-least-once, ``seq`` tells), never not at all.
-Status: retained ``online`` on connect, ``offline`` as the last will and on a clean stop.
+``OutboxPublisher`` holds what all publishers do: messages go to the on-disk outbox first; a pump thread
+sends what it holds, oldest first, while the transport is connected (a bounded window in flight), and deletes
+a row when the transport acknowledges it. On a reconnect it starts again from the oldest unacknowledged row:
+a message may arrive twice (QoS 1 is at-least-once, ``seq`` tells), never not at all. A transport provides
+``_send`` and reports acknowledgements (``_acked``) and (re)connections (``_connected_now``); the Greengrass
+IPC publisher (``edgecv.greengrass.ipc``) is the other transport.
+
+``MqttPublisher``: QoS 1 to a broker; status is a retained ``online`` on connect, ``offline`` as the last
+will and on a clean stop.
 """
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ import logging
 import ssl
 import threading
 import time
-from pathlib import Path
 
 from edgecv.edge.config import MqttConfig
 from edgecv.edge.outbox import Outbox
@@ -19,32 +23,132 @@ from edgecv.edge.outbox import Outbox
 log = logging.getLogger("edgecv.mqtt")
 
 
-class MqttPublisher:
+class OutboxPublisher:
+    """The publisher interface the edge loop uses (``publish``, ``publish_raw``, ``topic``, ``outbox``,
+    ``connected``, ``flush``, ``start``, ``stop``) over an ``Outbox``; the transport is the subclass's."""
+
+    def __init__(self, outbox: Outbox, topic_prefix: str, device: str, qos: int = 1, window: int = 20,
+                 name: str = "edgecv-publish"):
+        self.outbox = outbox
+        self.topic_prefix, self.device, self.qos = topic_prefix, device, qos
+        self.window = window
+        self.last_error: str | None = None
+        self._connected = threading.Event()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._inflight: dict = {}       # transport token -> seq
+        self._early_acks: set = set()   # acks that arrived before _send returned their token
+        self._sent_upto = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._pump, name=name, daemon=True)
+
+    # --- the transport's part ---
+    def _send(self, topic: str, payload: bytes, qos: int, retain: bool):
+        """Hand one message to the transport; returns a token that ``_acked`` will be called with, or None
+        when it could not be sent (the pump waits for the next ``_connected_now`` and resends from there)."""
+        raise NotImplementedError
+
+    def _acked(self, token) -> None:
+        """The transport acknowledged the message sent with ``token`` (any thread)."""
+        with self._lock:
+            seq = self._inflight.pop(token, None)
+            if seq is None:
+                self._early_acks.add(token)
+        if seq is not None:
+            self.outbox.remove(seq)
+        self._wake.set()
+
+    def _connected_now(self) -> None:
+        """The transport is (again) connected: resend everything not yet acknowledged, oldest first."""
+        with self._lock:
+            self._inflight.clear()
+            self._early_acks.clear()
+            self._sent_upto = 0
+        self._connected.set()
+        self._wake.set()
+
+    def _disconnected_now(self) -> None:
+        self._connected.clear()
+
+    # --- API (any thread) ---
+    def topic(self, kind: str) -> str:
+        return f"{self.topic_prefix}/{self.device}/{kind}"
+
+    def publish(self, kind: str, make_payload, qos: int | None = None, retain: bool = False) -> int:
+        seq = self.outbox.put(self.topic(kind), make_payload, self.qos if qos is None else qos, retain)
+        self._wake.set()
+        return seq
+
+    def publish_raw(self, topic: str, payload: bytes, qos: int | None = None) -> int:
+        seq = self.outbox.put(topic, lambda _: payload, self.qos if qos is None else qos)
+        self._wake.set()
+        return seq
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the outbox is empty (True) or ``timeout`` passes (False; rows stay on disk)."""
+        deadline = time.monotonic() + timeout
+        while len(self.outbox) and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.05)
+        return not len(self.outbox)
+
+    def _start_pump(self) -> None:
+        self._thread.start()
+
+    def _stop_pump(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    # --- pump thread ---
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            if not self.connected:
+                continue
+            with self._lock:
+                room = self.window - len(self._inflight)
+                after = self._sent_upto
+            if room <= 0:
+                continue
+            for seq, topic, payload, qos, retain in self.outbox.pending(after=after, limit=room):
+                if not self.connected or self._stop.is_set():
+                    break
+                try:
+                    token = self._send(topic, payload, qos, retain)
+                except Exception as exc:  # a transport bug must not kill the pump: keep the row, retry later
+                    log.error("sending seq %d failed: %s", seq, exc)
+                    token = None
+                if token is None:
+                    break  # not sent: resent after the next (re)connect
+                with self._lock:
+                    self._sent_upto = seq
+                    acked = qos == 0 or token in self._early_acks
+                    self._early_acks.discard(token)
+                    if not acked:
+                        self._inflight[token] = seq
+                if acked:
+                    self.outbox.remove(seq)
+
+
+class MqttPublisher(OutboxPublisher):
     def __init__(self, config: MqttConfig, device: str, outbox: Outbox, client=None, window: int = 20):
         import paho.mqtt.client as mqtt
 
+        super().__init__(outbox, config.topic_prefix, device, config.qos, window, name="edgecv-mqtt")
         self.config = config
-        self.device = device
-        self.outbox = outbox
-        self.window = window
         self.status_topic = self.topic("status")
         self._mqtt = mqtt
         self.client = client or mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                             client_id=config.client_id or f"edgecv-{device}",
                                             protocol=mqtt.MQTTv311)
-        self._connected = threading.Event()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._inflight: dict[int, int] = {}  # mid -> seq
-        self._early_acks: set[int] = set()   # acks that arrived before publish() returned their mid
-        self._sent_upto = 0
-        self._lock = threading.Lock()
-        self.last_error: str | None = None
         self._configure()
-        self._thread = threading.Thread(target=self._pump, name="edgecv-mqtt", daemon=True)
-
-    def topic(self, kind: str) -> str:
-        return f"{self.config.topic_prefix}/{self.device}/{kind}"
 
     def _configure(self) -> None:
         c, cfg = self.client, self.config
@@ -73,57 +177,28 @@ class MqttPublisher:
             return
         self.last_error = None
         client.publish(self.status_topic, "online", qos=1, retain=True)
-        with self._lock:
-            self._inflight.clear()
-            self._early_acks.clear()
-            self._sent_upto = 0  # resend everything not yet acknowledged, oldest first
-        self._connected.set()
-        self._wake.set()
+        self._connected_now()
         log.info("connected to %s:%s", self.config.host, self.config.port)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self._connected.clear()
+        self._disconnected_now()
         if not self._stop.is_set() and not (self.last_error or "").startswith("broker refused"):
             self.last_error = f"disconnected from the broker ({reason_code}); reconnecting"
             log.warning("%s, %d messages kept on disk", self.last_error, len(self.outbox))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
-        with self._lock:
-            seq = self._inflight.pop(mid, None)
-            if seq is None:
-                self._early_acks.add(mid)
-        if seq is not None:
-            self.outbox.remove(seq)
-        self._wake.set()
+        self._acked(mid)
+
+    def _send(self, topic: str, payload: bytes, qos: int, retain: bool):
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        return info.mid if info.rc == self._mqtt.MQTT_ERR_SUCCESS else None  # else: on_connect resends
 
     # --- API (any thread) ---
     def start(self) -> "MqttPublisher":
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
         self.client.loop_start()
-        self._thread.start()
+        self._start_pump()
         return self
-
-    def publish(self, kind: str, make_payload, qos: int | None = None, retain: bool = False) -> int:
-        seq = self.outbox.put(self.topic(kind), make_payload, self.config.qos if qos is None else qos, retain)
-        self._wake.set()
-        return seq
-
-    def publish_raw(self, topic: str, payload: bytes, qos: int | None = None) -> int:
-        seq = self.outbox.put(topic, lambda _: payload, self.config.qos if qos is None else qos)
-        self._wake.set()
-        return seq
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    def flush(self, timeout: float) -> bool:
-        """Wait until the outbox is empty (True) or ``timeout`` passes (False; rows stay on disk)."""
-        deadline = time.monotonic() + timeout
-        while len(self.outbox) and time.monotonic() < deadline:
-            self._wake.set()
-            time.sleep(0.05)
-        return not len(self.outbox)
 
     def stop(self, flush_timeout: float = 5.0) -> None:
         self.flush(flush_timeout)
@@ -137,31 +212,4 @@ class MqttPublisher:
         self._wake.set()
         self.client.disconnect()
         self.client.loop_stop()
-        self._thread.join(timeout=5)
-
-    # --- pump thread ---
-    def _pump(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(timeout=0.5)
-            self._wake.clear()
-            if not self.connected:
-                continue
-            with self._lock:
-                room = self.window - len(self._inflight)
-                after = self._sent_upto
-            if room <= 0:
-                continue
-            for seq, topic, payload, qos, retain in self.outbox.pending(after=after, limit=room):
-                if not self.connected:
-                    break
-                info = self.client.publish(topic, payload, qos=qos, retain=retain)
-                if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
-                    break  # disconnected meanwhile: on_connect resets and resends
-                with self._lock:
-                    self._sent_upto = seq
-                    acked = qos == 0 or info.mid in self._early_acks
-                    self._early_acks.discard(info.mid)
-                    if not acked:
-                        self._inflight[info.mid] = seq
-                if acked:
-                    self.outbox.remove(seq)
+        self._stop_pump()

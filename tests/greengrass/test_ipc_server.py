@@ -22,7 +22,7 @@ from awsiot.eventstreamrpc import ConnectionClosedError, LifecycleHandler, Strea
 from awsiot.greengrasscoreipc import model
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
-from .ipc_server import IpcServer, ProtocolError, decode_message, encode_message, read_message
+from edgecv.greengrass.devserver import IpcServer, ProtocolError, decode_message, encode_message, read_message
 
 TOKEN = "5b7a0e3c9d1f4a2b8c6e0f1a2b3c4d5e"
 COMPONENT = "com.edgecv.Counter"
@@ -441,3 +441,31 @@ def test_server_dies_with_a_call_in_flight(server, connect, monkeypatch):
     release.set()
     stopper.join(10)
     assert not stopper.is_alive()
+
+
+def test_access_control_from_the_configuration(sock_dir, connect):
+    """Without ``allowed_topics`` the component's own accessControl decides, per service and operation, with
+    {iot:thingName} interpolated as the nucleus does."""
+    policies = {
+        "aws.greengrass.ipc.mqttproxy": {"c:mqttproxy:1": {
+            "operations": ["aws.greengrass#PublishToIoTCore"], "resources": ["edgecv/{iot:thingName}/counts"]}},
+        "aws.greengrass.ipc.pubsub": {"c:pubsub:1": {"operations": ["*"], "resources": ["local/+"]}},
+    }
+    s = IpcServer(sock_dir / "acl.sock", TOKEN, COMPONENT, {"accessControl": policies}, thing_name="dev-7").start()
+    try:
+        conn = ggipc.connect(ipc_socket=str(s.socket_path), authtoken=TOKEN, timeout=5)
+        client = GreengrassCoreIPCClientV2(client=conn)
+        client.publish_to_iot_core(topic_name="edgecv/dev-7/counts", qos="1", payload=b"1")
+        for topic in ("edgecv/dev-8/counts", "local/x"):          # another device; another service's topic
+            with pytest.raises(model.UnauthorizedError):
+                client.publish_to_iot_core(topic_name=topic, qos="1", payload=b"1")
+        with pytest.raises(model.UnauthorizedError):              # the policy allows publishing only
+            client.subscribe_to_iot_core(topic_name="edgecv/dev-7/counts", qos="1", on_stream_event=lambda e: None)
+        client.publish_to_topic(topic="local/x", publish_message=model.PublishMessage(
+            json_message=model.JsonMessage(message={"a": 1})))
+        assert [m["topic"] for m in s.published_iot_core] == ["edgecv/dev-7/counts"]
+        assert s.published_local == [{"topic": "local/x", "payload": {"a": 1}}]
+        client.close()
+    finally:
+        s.stop()
+    assert s.protocol_errors == []

@@ -1,14 +1,21 @@
-"""A Greengrass v2 IPC server for tests, spoken to by the real ``awsiotsdk`` client.
+"""A development Greengrass v2 IPC server: what ``edgecv component run-local`` and the tests run a component
+against, spoken to by the real ``awsiotsdk`` client.
 
-It behaves like the Greengrass nucleus (the C "lite" nucleus as observed on the wire, see
-``/work/shared/notes/greengrass-ipc.md``): AWS eventstream framing over a Unix socket, the eventstream-RPC
-handshake (CONNECT with ``{"authToken": ...}`` -> CONNECT_ACK, or a silent close for a wrong token), one
-stream id per operation, ``aws.greengrass#...`` JSON shapes for responses, errors and subscription events.
+It behaves like the Greengrass nucleus (the C "lite" nucleus as observed on the wire): AWS eventstream framing
+over a Unix socket, the eventstream-RPC handshake (CONNECT with ``{"authToken": ...}`` -> CONNECT_ACK, or a
+silent close for a wrong token), one stream id per operation, ``aws.greengrass#...`` JSON shapes for
+responses, errors and subscription events.
 
 Parsing is strict: a bad prelude or message CRC, a malformed header block, missing or mistyped RPC headers,
 a stream id that is not the next one, a request whose ``service-model-type`` does not match its
 ``operation``... is recorded in ``protocol_errors`` and the connection is dropped (as the real nucleus drops
 it), so tests can assert that the client under test speaks the real protocol.
+
+Authorization: with ``allowed_topics`` given, those topics (exact, ``*`` globs or MQTT filters) are allowed
+for every publish/subscribe operation. Without it, the component's own ``accessControl`` configuration is
+enforced as the nucleus does (per IPC service and operation, ``{iot:thingName}`` in resources interpolated
+with ``thing_name`` as nucleus v2.6+ does); a component with no ``accessControl`` at all is allowed
+everything (a convenience for quick tests; the nucleus would refuse).
 
 Stdlib only. Usage::
 
@@ -325,7 +332,8 @@ class IpcServer:
 
     Recorded state (read it, or block on it with :meth:`wait_for`):
 
-    - ``published_iot_core``: ``{"topic", "qos" (int), "payload" (bytes)}`` per PublishToIoTCore, in order.
+    - ``published_iot_core``: ``{"topic", "qos" (int), "payload" (bytes)}`` per PublishToIoTCore, in order
+      (plus ``"retain"`` when the request set it).
     - ``published_local``: ``{"topic", "payload"}`` per PublishToTopic: payload is the JSON value of a
       ``jsonMessage`` or the bytes of a ``binaryMessage``.
     - ``states``: UpdateState values in order.
@@ -337,7 +345,7 @@ class IpcServer:
     """
 
     def __init__(self, socket_path: Path, token: str, component: str, configuration: dict,
-                 allowed_topics: set[str] | None = None):
+                 allowed_topics: set[str] | None = None, thing_name: str | None = None):
         self.socket_path = Path(socket_path)
         if len(os.fsencode(self.socket_path)) > 107:
             raise ValueError(f"AF_UNIX path too long ({len(os.fsencode(self.socket_path))} bytes): {socket_path}")
@@ -345,6 +353,7 @@ class IpcServer:
         self.component = component
         self.configuration: dict = copy.deepcopy(configuration)
         self.allowed_topics = None if allowed_topics is None else set(allowed_topics)
+        self.thing_name = thing_name      # interpolated for {iot:thingName} in accessControl resources
 
         self.published_iot_core: list[dict] = []
         self.published_local: list[dict] = []
@@ -666,11 +675,24 @@ class IpcServer:
                 self._cond.notify_all()
             self._respond(conn, stream_id, operation, {})
 
-    def _authorize(self, topic: str) -> None:
-        if self.allowed_topics is None:
-            return
-        for allowed in self.allowed_topics:
-            if allowed == "*" or _glob_match(topic, allowed) or _mqtt_match(topic, allowed):
+    def _authorize(self, service: str, operation: str, topic: str) -> None:
+        if self.allowed_topics is not None:
+            allowed = self.allowed_topics
+        else:
+            with self._cond:
+                policies = copy.deepcopy(self.configuration.get("accessControl"))
+            if policies is None:
+                return
+            allowed = set()
+            for policy in ((policies.get(service) or {}) if isinstance(policies, dict) else {}).values():
+                if not isinstance(policy, dict):
+                    continue
+                operations = policy.get("operations") or []
+                if "*" in operations or NS + operation in operations:
+                    allowed |= {r.replace("{iot:thingName}", self.thing_name) if self.thing_name else r
+                                for r in policy.get("resources") or [] if isinstance(r, str)}
+        for pattern in allowed:
+            if pattern == "*" or _glob_match(topic, pattern) or _mqtt_match(topic, pattern):
                 return
         raise _IpcError("UnauthorizedError", "IPC Operation not authorized.")
 
@@ -777,7 +799,7 @@ class IpcServer:
         kinds = [k for k in ("jsonMessage", "binaryMessage") if k in message]
         if len(kinds) != 1 or not isinstance(message[kinds[0]], dict) or "message" not in message[kinds[0]]:
             raise _service_error("publishMessage needs exactly one of jsonMessage or binaryMessage.")
-        self._authorize(topic)
+        self._authorize("aws.greengrass.ipc.pubsub", "PublishToTopic", topic)
         if kinds[0] == "jsonMessage":
             value = message["jsonMessage"]["message"]
         else:
@@ -811,7 +833,7 @@ class IpcServer:
         mode = request.get("receiveMode", "RECEIVE_ALL_MESSAGES")
         if mode not in ("RECEIVE_ALL_MESSAGES", "RECEIVE_MESSAGES_FROM_OTHERS"):
             raise _service_error()
-        self._authorize(topic)
+        self._authorize("aws.greengrass.ipc.pubsub", "SubscribeToTopic", topic)
         self._subscribe(conn, stream_id, "SubscribeToTopic",
                         _Subscription(conn, stream_id, "topic", topic=topic, component=self.component,
                                       others_only=mode == "RECEIVE_MESSAGES_FROM_OTHERS"))
@@ -832,9 +854,15 @@ class IpcServer:
             payload = None
         if payload is None:
             raise _bad_args("payload is not base64.")
-        self._authorize(topic)
+        retain = request.get("retain")
+        if retain is not None and not isinstance(retain, bool):
+            raise _bad_args("retain is not a boolean.")
+        self._authorize("aws.greengrass.ipc.mqttproxy", "PublishToIoTCore", topic)
+        entry = {"topic": topic, "qos": int(qos), "payload": payload}
+        if retain is not None:
+            entry["retain"] = retain
         with self._cond:
-            self.published_iot_core.append({"topic": topic, "qos": int(qos), "payload": payload})
+            self.published_iot_core.append(entry)
             self._cond.notify_all()
         self._respond(conn, stream_id, "PublishToIoTCore", {})
 
@@ -843,6 +871,6 @@ class IpcServer:
         qos = request.get("qos", "0")
         if not isinstance(topic, str) or not topic or qos not in ("0", "1"):
             raise _bad_args()
-        self._authorize(topic)
+        self._authorize("aws.greengrass.ipc.mqttproxy", "SubscribeToIoTCore", topic)
         self._subscribe(conn, stream_id, "SubscribeToIoTCore",
                         _Subscription(conn, stream_id, "iot_core", topic=topic, component=self.component))

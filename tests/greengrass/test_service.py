@@ -1,0 +1,178 @@
+"""The counter component's runtime against the development nucleus, through the REAL awsiotsdk client:
+configuration read and applied live, what is published (topic, QoS, schema), lifecycle state, a refused
+token, and a nucleus that dies and comes back without a count lost."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from .conftest import THING, TOKEN, component_config, messages
+
+pytestmark = [pytest.mark.slow, pytest.mark.tvm]
+
+WHOLE_FRAME = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+
+
+def _config(opencv_data, **overrides):
+    base = {"counting": {"window": 1, "zones": []}, "mqtt": {"interval": 1}, "stats_interval": 2}
+    for key, value in overrides.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) and key in base else value
+    return component_config(opencv_data / "vtest.avi", **base)
+
+
+def _total(message: dict) -> int:
+    return sum(message["by_class"].values())
+
+
+def test_counts_published_to_iot_core(nucleus, start_service, opencv_data, counts_schema):
+    server = nucleus(_config(opencv_data))
+    running = start_service(server)
+    assert server.wait_for(lambda s: len(messages(s, "counts")) >= 3 or running.done, timeout=90)
+    assert running.stop() == 0
+
+    assert server.states == ["RUNNING"]
+    published = list(server.published_iot_core)
+    topics = {m["topic"] for m in published}
+    assert topics <= {f"edgecv/{THING}/{kind}" for kind in ("counts", "events", "stats", "status")}
+    status = [(m["payload"], m.get("retain")) for m in published if m["topic"].endswith("/status")]
+    assert status[0] == (b"online", True) and status[-1] == (b"offline", True)
+    for m in published:
+        if m["topic"].endswith("/counts"):
+            assert m["qos"] == 1
+            message = json.loads(m["payload"])
+            counts_schema(message)
+            assert message["device"] == THING and message["model"] == "ssd_512_mobilenet1.0_voc"
+        elif m["topic"].endswith("/stats"):
+            assert m["qos"] == 0
+    seqs = [json.loads(m["payload"])["seq"] for m in published if not m["topic"].endswith("/status")]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_configuration_changes_apply_live(nucleus, start_service, opencv_data, counts_schema):
+    server = nucleus(_config(opencv_data, detect={"score_threshold": 0.95}))
+    running = start_service(server)
+    assert server.wait_for(lambda s: len(messages(s, "counts")) >= 2 or running.done, timeout=90)
+    assert all(_total(m) == 0 for m in messages(server, "counts"))      # nothing scores 0.95
+
+    # a deployment's values come back as strings: "0.3" is a threshold all the same
+    server.update_configuration(["detect", "score_threshold"], "0.3")
+    assert server.wait_for(lambda s: any(_total(m) > 0 for m in messages(s, "counts")) or running.done, timeout=60)
+
+    # a zone drawn over the whole frame, as JSON text, appears in the counts
+    before = len(messages(server, "counts"))
+    server.update_configuration(["counting", "zones"], json.dumps([{"name": "shelf", "polygon": WHOLE_FRAME}]))
+    assert server.wait_for(lambda s: any("shelf" in m["zones"] for m in messages(s, "counts")[before:])
+                           or running.done, timeout=60)
+
+    # a bad value is refused with a line naming the key; the component goes on with what it had
+    server.update_configuration(["counting", "window"], "zero")
+    assert server.wait_for(lambda s: running.service.config_errors or running.done, timeout=30)
+    assert "counting.window" in running.service.config_errors[0]
+    count = len(messages(server, "counts"))
+    assert server.wait_for(lambda s: len(messages(s, "counts")) > count + 1 or running.done, timeout=60)
+
+    service = running.service
+    assert service.pipelines_started == 1 and service.reconfigured >= 2    # reconfigured, never rebuilt
+    assert running.stop() == 0
+    assert server.states == ["RUNNING"]
+    for message in messages(server, "counts"):
+        counts_schema(message)
+
+
+def test_source_and_model_swap_rebuild_only_the_pipeline(nucleus, start_service, opencv_data, detector_artifact,
+                                                         tmp_path):
+    import shutil
+
+    server = nucleus(_config(opencv_data))
+    running = start_service(server)
+    assert server.wait_for(lambda s: len(messages(s, "counts")) >= 1 or running.done, timeout=90)
+    publisher = running.service.publisher
+
+    model = tmp_path / "other-model"
+    shutil.copytree(detector_artifact, model)
+    server.update_configuration(["model"], str(model))
+    assert server.wait_for(lambda s: running.service.pipelines_started == 2 or running.done, timeout=60)
+    assert running.service.pipeline.artifact == model
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("basketball1.png", "basketball2.png", "fruits.jpg"):
+        shutil.copy(opencv_data / name, images / name)
+    server.update_configuration(["source"], str(images))
+    assert running.wait(90) == 0                # three images, then the source ends: the component finishes
+    assert running.service.pipelines_started == 3
+    assert running.service.publisher is publisher          # same publisher and outbox throughout
+    seqs = [m["seq"] for m in messages(server, "counts") + messages(server, "stats") + messages(server, "events")]
+    assert sorted(seqs) == list(range(min(seqs), max(seqs) + 1))
+    frames = [m["frame"] for m in messages(server, "counts")]
+    assert frames[-1] <= 2                       # the last counts come from the image folder
+    assert server.states == ["RUNNING"]
+
+
+def test_nucleus_dies_and_comes_back_nothing_lost(nucleus, start_service, opencv_data):
+    server = nucleus(_config(opencv_data))
+    running = start_service(server)
+    assert server.wait_for(lambda s: len(messages(s, "counts")) >= 2 or running.done, timeout=90)
+
+    server.stop()                                # the nucleus dies; counting goes on into the outbox
+    outbox = running.service.publisher.outbox
+    deadline = time.monotonic() + 60
+    while len(outbox) < 3 and time.monotonic() < deadline and not running.done:
+        time.sleep(0.2)
+    assert len(outbox) >= 3 and not running.service.session.connected
+    server.start()                               # it comes back on the same socket: a new client connects
+    assert server.wait_for(lambda s: s.connections >= 2, timeout=30)
+    assert server.wait_for(lambda s: len(outbox) == 0 or running.done, timeout=60)
+    count = len(messages(server, "counts"))
+    assert server.wait_for(lambda s: len(messages(s, "counts")) > count or running.done, timeout=60)
+    assert running.stop() == 0
+
+    received = [json.loads(m["payload"])["seq"] for m in server.published_iot_core if not m["topic"].endswith("/status")]
+    firsts = [s for n, s in enumerate(received) if s not in received[:n]]
+    assert firsts == sorted(firsts), "first deliveries keep the order produced"
+    assert firsts == list(range(firsts[0], firsts[-1] + 1)), "no message lost"
+    assert server.states == ["RUNNING", "RUNNING"]           # reported again to the nucleus that came back
+
+
+def test_wrong_token_is_refused(nucleus, start_service, opencv_data):
+    from edgecv.greengrass.ipc import IpcError
+
+    server = nucleus(_config(opencv_data))
+    running = start_service(server, token="not-the-token", connect_deadline=2)
+    with pytest.raises(IpcError, match="SVCUID was refused"):
+        running.wait(30)
+    assert server.refused >= 1 and server.connections == 0 and server.states == []
+
+
+def test_invalid_configuration_at_start_is_errored(nucleus, start_service, opencv_data):
+    server = nucleus(_config(opencv_data, detect={"score_threshold": "high"}, counting={"window": -1}))
+    running = start_service(server)
+    assert running.wait(60) == 1
+    assert server.states == ["ERRORED"]
+    error = running.service.error
+    assert "detect.score_threshold" in error and "counting.window" in error and "\n" not in error
+
+
+def test_topic_not_allowed_is_errored_and_kept(nucleus, start_service, opencv_data, tmp_path):
+    from edgecv.edge.outbox import Outbox
+
+    server = nucleus(_config(opencv_data), allowed_topics={"somewhere/else"})
+    running = start_service(server)
+    assert running.wait(90) == 1
+    assert "accessControl" in running.service.error
+    assert server.states == ["RUNNING", "ERRORED"] and server.published_iot_core == []
+    assert len(Outbox(tmp_path / "work" / "outbox" / f"{THING}.sqlite")) >= 1   # kept for the next start
+
+
+def test_local_pubsub_target(nucleus, start_service, opencv_data, counts_schema):
+    server = nucleus(_config(opencv_data, publish="local"))
+    assert list(server.configuration["accessControl"]) == ["aws.greengrass.ipc.pubsub"]
+    running = start_service(server)
+    counts = lambda s: [m["payload"] for m in s.published_local if m["topic"] == f"edgecv/{THING}/counts"]
+    assert server.wait_for(lambda s: len(counts(s)) >= 2 or running.done, timeout=90)
+    assert running.stop() == 0
+    for message in counts(server):
+        counts_schema(message)                   # a jsonMessage: other components get a JSON object
+    assert server.published_iot_core == []
