@@ -263,6 +263,12 @@ def _add_infer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, help="write the outputs to this .npz")
 
 
+def _add_component(p: argparse.ArgumentParser) -> None:
+    from edgecv.greengrass.commands import add_component_commands
+
+    add_component_commands(p)  # build, validate, run-local, serve: each sets its own handler
+
+
 # name -> (help, add arguments, handler)
 COMMANDS = {
     "models": ("list the models `edgecv compile` knows", lambda p: None, _cmd_models),
@@ -274,6 +280,7 @@ COMMANDS = {
     "bench-loop": ("end-to-end vs inference frames/s and memory of the edge loop", _add_bench_loop,
                    _cmd_bench_loop),
     "run": ("count people and goods from a video source, publish over MQTT", _add_run, _cmd_run),
+    "component": ("AWS IoT Greengrass v2 component: build, validate, run-local, serve", _add_component, None),
 }
 
 

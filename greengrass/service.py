@@ -214,6 +214,11 @@ class CounterService:
             log.error("%s", exc)
             self.session.update_state("ERRORED")
             return 1
+        except Exception as exc:  # a bug: say so with the traceback, and tell the nucleus
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("the component failed")
+            self.session.update_state("ERRORED")
+            return 1
         finally:
             self._shutdown()
 

@@ -19,9 +19,7 @@ from pydantic import Field, ValidationError
 
 from edgecv.edge.config import MqttConfig, RunConfig
 from edgecv.edge.errors import ConfigError
-
-COMPONENT = "com.edgecv.Counter"
-PUBLISH_TARGETS = ("iotcore", "local", "mqtt")
+from edgecv.greengrass import COMPONENT, PUBLISH_TARGETS
 ACCESS_CONTROL = "accessControl"
 KINDS = ("counts", "events", "stats", "status")   # the topics a publisher uses: <prefix>/<device>/<kind>
 
