@@ -271,7 +271,10 @@ class WebServer:
             return
         self._started.set()
         self._loop.run_forever()
-        self._loop.run_until_complete(self._runner.cleanup())
+        pending = asyncio.all_tasks(self._loop)  # streams still open: end them before closing the loop
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     async def _open(self) -> None:
@@ -283,7 +286,7 @@ class WebServer:
                         web.get("/snapshot.jpg", self._snapshot), web.get("/api/counts", self._counts),
                         web.get("/api/counting", self._get_counting), web.post("/api/counting", self._post_counting),
                         web.get("/healthz", self._healthz), web.get("/metrics", self._metrics)])
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -291,9 +294,13 @@ class WebServer:
             self.port = self._runner.addresses[0][1]
 
     def stop(self) -> None:
+        """Close the listener and open streams (a viewer's stream ends), then the event loop."""
         if self._loop is not None and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+            try:
+                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(10)
 
     # --- handlers ---
     @property
