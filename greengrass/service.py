@@ -265,7 +265,8 @@ class CounterService:
     def _shutdown(self) -> None:
         self._stop_pipeline()
         if self.publisher is not None:
-            delivered = self.publisher.flush(self.flush_timeout)
+            refused = getattr(self.publisher, "fatal_error", None)     # nothing more will be accepted: don't wait
+            delivered = self.publisher.flush(0 if refused else self.flush_timeout)
             if not delivered:
                 log.warning("%d messages not yet delivered are kept in %s for the next start",
                             len(self.publisher.outbox), self.publisher.outbox.path)

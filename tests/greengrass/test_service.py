@@ -15,11 +15,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.tvm]
 WHOLE_FRAME = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
 
 
-def _config(opencv_data, **overrides):
+def _config(opencv_data, source=None, **overrides):
     base = {"counting": {"window": 1, "zones": []}, "mqtt": {"interval": 1}, "stats_interval": 2}
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) and key in base else value
-    return component_config(opencv_data / "vtest.avi", **base)
+    return component_config(source or opencv_data / "vtest.avi", **base)
 
 
 def _total(message: dict) -> int:
@@ -96,13 +96,19 @@ def test_source_and_model_swap_rebuild_only_the_pipeline(nucleus, start_service,
     assert server.wait_for(lambda s: running.service.pipelines_started == 2 or running.done, timeout=60)
     assert running.service.pipeline.artifact == model
 
+    # a source that can't be opened: said in one line, and the previous pipeline goes on
+    server.update_configuration(["source"], "/nonexistent/video.avi")
+    assert server.wait_for(lambda s: running.service.pipelines_started == 3 or running.done, timeout=60)
+    assert "video file not found: /nonexistent/video.avi" in running.service.config_errors[0]
+    assert running.service.pipeline.running and running.service.pipeline.settings.source.endswith("vtest.avi")
+
     images = tmp_path / "images"
     images.mkdir()
     for name in ("basketball1.png", "basketball2.png", "fruits.jpg"):
         shutil.copy(opencv_data / name, images / name)
     server.update_configuration(["source"], str(images))
     assert running.wait(90) == 0                # three images, then the source ends: the component finishes
-    assert running.service.pipelines_started == 3
+    assert running.service.pipelines_started == 4
     assert running.service.publisher is publisher          # same publisher and outbox throughout
     seqs = [m["seq"] for m in messages(server, "counts") + messages(server, "stats") + messages(server, "events")]
     assert sorted(seqs) == list(range(min(seqs), max(seqs) + 1))
@@ -176,3 +182,11 @@ def test_local_pubsub_target(nucleus, start_service, opencv_data, counts_schema)
     for message in counts(server):
         counts_schema(message)                   # a jsonMessage: other components get a JSON object
     assert server.published_iot_core == []
+
+
+def test_source_that_cannot_be_opened_is_errored(nucleus, start_service, opencv_data):
+    server = nucleus(_config(opencv_data, source="/nonexistent/video.avi"))
+    running = start_service(server)
+    assert running.wait(60) == 1
+    assert server.states == ["ERRORED"]
+    assert running.service.error.startswith("video file not found: /nonexistent/video.avi")
