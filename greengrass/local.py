@@ -39,7 +39,7 @@ from pathlib import Path, PurePosixPath
 from edgecv.edge.errors import EdgecvError
 from edgecv.greengrass.recipes import (DEFAULT_TIMEOUTS, PLATFORMS, RecipeError, VariableContext, check_build,
                                        lifecycle, select_manifest, substitute, version_matches)
-from edgecv.greengrass.settings import COMPONENT
+from edgecv.greengrass import COMPONENT
 
 log = logging.getLogger("edgecv.greengrass.local")
 

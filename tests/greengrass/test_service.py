@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .conftest import THING, TOKEN, component_config, messages
+from .conftest import THING, component_config, messages
 
 pytestmark = [pytest.mark.slow, pytest.mark.tvm]
 
