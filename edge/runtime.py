@@ -1,12 +1,15 @@
-"""Run a compiled artifact with the TVM runtime alone (no compiler, no MXNet).
+"""Run a compiled artifact with the TVM runtime alone (no compiler, no MXNet, not even the ``tvm`` package).
 
-``TVM_USE_RUNTIME_LIB=1`` makes ``import tvm`` load the 3 MB runtime library instead of the
-259 MB compiler: set before the first import of tvm in the process. In a process that already
-imported the full TVM (the compile step's --verify) the loaded TVM is used as it is.
+The artifact needs two libraries: ``tvm_ffi`` (the calling convention, tensors, module loading) and
+``libtvm_runtime.so`` (the Relax VM), which ship in the apache-tvm wheel. Loading them directly instead of
+``import tvm`` keeps the edge process ~50 MB smaller: the ``tvm`` package imports ~450 Python modules of IR and
+target machinery that running an artifact never uses. In a process that already imported the full TVM (the
+compile step's --verify) its libraries already provide the runtime and are used as they are.
 """
 from __future__ import annotations
 
-import os
+import ctypes
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,23 +18,56 @@ import numpy as np
 from edgecv.edge.artifact import Manifest, load_manifest
 from edgecv.edge.errors import ArtifactError, reason
 
+POOLED_ALLOCATOR = 2  # the Relax VM's allocator kinds: 1 naive, 2 pooled
+_runtime = None
 
-def import_tvm_runtime():
-    first = "tvm" not in sys.modules
-    previous = os.environ.get("TVM_USE_RUNTIME_LIB")
-    if first and previous is None:
-        os.environ["TVM_USE_RUNTIME_LIB"] = "1"  # only for this import: child processes must not inherit it
-    try:
-        import tvm
-        import tvm.runtime
-        from tvm.runtime import vm as _vm  # noqa: F401
-    except ImportError as exc:
-        raise ArtifactError(f"the TVM runtime is not installed ({exc})",
-                            "pip install 'edgecv[edge]' (apache-tvm)") from None
-    finally:
-        if first and previous is None:
-            os.environ.pop("TVM_USE_RUNTIME_LIB", None)
-    return tvm
+
+class _Runtime:
+    """The few runtime functions an artifact needs, looked up once."""
+
+    def __init__(self):
+        try:
+            import tvm_ffi
+        except ImportError as exc:
+            raise ArtifactError(f"the TVM runtime is not installed ({exc})",
+                                "pip install 'edgecv[edge]' (apache-tvm)") from None
+        if "tvm" not in sys.modules:  # the full TVM, when imported, already holds the runtime
+            spec = importlib.util.find_spec("tvm")  # finds the package without importing it
+            library = Path(spec.submodule_search_locations[0]) / "lib" / "libtvm_runtime.so" if spec else None
+            if library is None or not library.is_file():
+                raise ArtifactError("the TVM runtime library libtvm_runtime.so is missing",
+                                    "pip install 'edgecv[edge]' (apache-tvm)")
+            ctypes.CDLL(str(library), ctypes.RTLD_GLOBAL)
+        self.ffi = tvm_ffi
+        self.cpu = tvm_ffi.device("cpu", 0)
+        self._alloc = tvm_ffi.get_global_func("runtime.TVMTensorAllocWithScope")
+        self._from_bytes = tvm_ffi.get_global_func("runtime.TVMTensorCopyFromBytes")
+        self._to_bytes = tvm_ffi.get_global_func("runtime.TVMTensorCopyToBytes")
+
+    def tensor(self, array: np.ndarray):
+        """A runtime tensor (aligned as compiled kernels expect) holding a copy of ``array``."""
+        array = np.asarray(array, order="C")  # (not ascontiguousarray: it turns 0-d scalars into shape (1,))
+        t = self._alloc(self.ffi.Shape(array.shape), self.ffi.dtype(str(array.dtype)), self.cpu, None)
+        self._from_bytes(t, array.ctypes.data_as(ctypes.c_void_p), array.nbytes)
+        return t
+
+    def numpy(self, tensor) -> np.ndarray:
+        out = np.empty(tuple(tensor.shape), np.dtype(str(tensor.dtype)))
+        self._to_bytes(tensor, out.ctypes.data_as(ctypes.c_void_p), out.nbytes)
+        return out
+
+    def load_vm(self, library: Path):
+        """The Relax VM of a compiled library, initialised for the CPU."""
+        executable = self.ffi.load_module(str(library))["vm_load_executable"]()
+        executable["vm_initialization"](self.cpu.dlpack_device_type(), self.cpu.index, POOLED_ALLOCATOR)
+        return executable
+
+
+def tvm_runtime() -> _Runtime:
+    global _runtime
+    if _runtime is None:
+        _runtime = _Runtime()
+    return _runtime
 
 
 class TvmModel:
@@ -40,13 +76,10 @@ class TvmModel:
     def __init__(self, folder: Path, arch: str | None = None):
         self.folder = Path(folder)
         self.manifest: Manifest = load_manifest(self.folder, arch)
-        tvm = import_tvm_runtime()
-        self._tvm = tvm
-        self._device = tvm.cpu(0)
+        self._rt = tvm_runtime()
         library = self.folder / self.manifest.library
         try:
-            module = tvm.runtime.load_module(str(library))
-            self._vm = tvm.runtime.vm.VirtualMachine(module, self._device)
+            self._vm = self._rt.load_vm(library)
             self._main = self._vm["main"]
             self._params = self._load_params()
         except Exception as exc:  # TVM raises its own error types for a library it can't load
@@ -57,15 +90,15 @@ class TvmModel:
         if self.manifest.params is None:
             return []
         with np.load(self.folder / self.manifest.params) as stored:  # one tensor in memory at a time
-            return [self._tvm.runtime.tensor(stored[name], self._device) for name in sorted(stored.files)]
+            return [self._rt.tensor(stored[name]) for name in sorted(stored.files)]
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         spec = self.manifest.input
         if tuple(x.shape) != spec.shape or x.dtype != np.float32:
             raise ValueError(f"input must be float32 {spec.shape}, got {x.dtype} {x.shape}")
-        result = self._main(self._tvm.runtime.tensor(np.ascontiguousarray(x), self._device), *self._params)
-        arrays = [result] if hasattr(result, "numpy") else list(result)
+        result = self._main(self._rt.tensor(x), *self._params)
+        arrays = [result] if isinstance(result, self._rt.ffi.Tensor) else list(result)
         if len(arrays) != len(self.manifest.outputs):
             raise ArtifactError(f"{self.folder} returned {len(arrays)} outputs, its manifest lists "
                                 f"{len(self.manifest.outputs)}", "recompile the artifact")
-        return {spec.name: a.numpy() for spec, a in zip(self.manifest.outputs, arrays)}
+        return {spec.name: self._rt.numpy(a) for spec, a in zip(self.manifest.outputs, arrays)}

@@ -18,7 +18,7 @@ def _edgecv_tree(root: Path) -> Path:
     """An importable ``edgecv`` package for the emulated Python: the same mapping setup.cfg makes."""
     pkg = root / "edgecv"
     shutil.copytree(REPO / "edgecv", pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    for name, folder in {"edge": "edge", "models": "models"}.items():
+    for name, folder in {"edge": "edge", "models": "models", "greengrass": "greengrass"}.items():  # as the wheel installs
         shutil.copytree(REPO / folder, pkg / name, ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
