@@ -67,3 +67,8 @@ lock:
 
 clean-cache:
 	rm -rf $(CACHE)/compiled
+
+# Re-make the shipped pretrained models from their npm packages (npm, and a TensorFlow tool venv under $(CACHE)/tools)
+.PHONY: models
+models: setup
+	$(BIN)/python -m edgecv.models.convert

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ import numpy as np
 from edgecv.compile.heads import FAMILIES, ClassifierFamily, ExportedDetectionFamily, Family
 from edgecv.compile.weights import Weights, load_params_file, randomize
 from edgecv.compile.zoo import ModelSpec
+from edgecv.edge.artifact import DecodeSpec
 from edgecv.edge.detections import Detections
 from edgecv.edge.errors import ModelError, reason
 
@@ -41,13 +42,19 @@ class SourceModel:
     raw_symbols: list          # mx.sym outputs, in family.outputs order
     params: dict               # name -> mx.nd.NDArray, exactly what raw_symbols need
     reference: object          # callable x -> GluonCV outputs (with NMS for detectors)
+    decode: DecodeSpec | None = field(default=None)  # how the edge decodes the raw outputs (the manifest's)
+
+    def __post_init__(self):
+        if self.decode is None:
+            self.decode = DecodeSpec(kind=self.family.decoder, **self.spec.decode)
 
     @property
     def aux_names(self) -> set[str]:
         mx = _quiet_mxnet()
         return set(mx.sym.Group(self.raw_symbols).list_auxiliary_states())
 
-    def raw(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def raw_nd(self, x) -> list:
+        """The raw outputs of an NDArray input, as NDArrays (family.outputs order)."""
         mx = _quiet_mxnet()
         from mxnet import gluon
 
@@ -56,9 +63,12 @@ class SourceModel:
             block = gluon.SymbolBlock(self.raw_symbols, [data])
             block.collect_params().load_dict(self.params, ignore_extra=True)
             self._raw_block = block
-        out = self._raw_block(mx.nd.array(x))
-        out = out if isinstance(out, (list, tuple)) else [out]
-        return {o.name: a.asnumpy() for o, a in zip(self.family.outputs, out)}
+        out = self._raw_block(x)
+        return list(out) if isinstance(out, (list, tuple)) else [out]
+
+    def raw(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        mx = _quiet_mxnet()
+        return {o.name: a.asnumpy() for o, a in zip(self.family.outputs, self.raw_nd(mx.nd.array(x)))}
 
     def detections(self, x: np.ndarray) -> Detections:
         """GluonCV's own decoding + box_nms, in input pixels."""
@@ -70,6 +80,10 @@ class SourceModel:
 
 
 def _check_size(spec: ModelSpec, size: int) -> None:
+    if spec.fixed_size:
+        if size != spec.input_size:
+            raise ModelError(f"{spec.name} takes only input size {spec.input_size}", "drop --input-size")
+        return
     if size % 32 or not 64 <= size <= 2048:
         raise ModelError(f"{spec.name} can't take input size {size}",
                          "use a multiple of 32 between 64 and 2048 (default "
@@ -136,12 +150,11 @@ def _load_checkpoint(spec: ModelSpec, weights: Weights, shape, classes) -> Sourc
     from mxnet import gluon
 
     symbol_file = spec.symbol_file
-    params_file = Path(weights.params_file) if weights.params_file else Path(
-        str(symbol_file)[: -len("-symbol.json")] + "-0000.params")
+    params_file = Path(weights.params_file) if weights.params_file else spec.params_file
     if weights.random_seed is not None or weights.pretrained:
         raise ModelError("an exported checkpoint brings its own weights",
                          "drop --random-weights/--pretrained, or pass --weights FILE.params")
-    if not params_file.is_file():
+    if params_file is None or not params_file.is_file():
         raise ModelError(f"weights file not found: {params_file}", "pass --weights prefix-0000.params")
     try:
         sym = mx.sym.load(str(symbol_file))
@@ -150,6 +163,8 @@ def _load_checkpoint(spec: ModelSpec, weights: Weights, shape, classes) -> Sourc
         raise ModelError(f"could not read the checkpoint {symbol_file} / {params_file} "
                          f"({reason(exc, 120)})", "re-export it with net.export()") from None
     params = {k.split(":", 1)[-1]: v for k, v in loaded.items()}
+    if spec.family in FAMILIES and spec.family != ExportedDetectionFamily.name:
+        return _load_family_checkpoint(spec, FAMILIES[spec.family], sym, params, shape, classes)
     nodes = json.loads(sym.tojson())["nodes"]
     nms_nodes = [n for n in nodes if n["op"] == "_contrib_box_nms"]
     input_name = next((n["name"] for n in nodes if n["op"] == "null" and n["name"] not in params), INPUT_NAME)
@@ -182,4 +197,31 @@ def _load_checkpoint(spec: ModelSpec, weights: Weights, shape, classes) -> Sourc
         count = out.shape[-1] if family.task == "classification" else int(out[0, :, 0].max()) + 1
         classes = tuple(f"class{i}" for i in range(count))
     model.classes = tuple(classes)
+    return model
+
+
+def _load_family_checkpoint(spec: ModelSpec, family: Family, sym, params: dict, shape, classes) -> SourceModel:
+    """A shipped checkpoint of a known family (models/<name>/): its family traces the raw outputs and decodes
+    the MXNet reference (``family.reference``)."""
+    mx = _quiet_mxnet()
+
+    inputs = [name for name in sym.list_arguments() if name not in params]
+    if inputs != [INPUT_NAME]:
+        raise ModelError(f"checkpoint {spec.symbol_file} has inputs {inputs}, expected [{INPUT_NAME!r}]",
+                         "re-run the conversion: python -m edgecv.models.convert")
+    outputs = [sym[i] for i in range(len(sym.list_outputs()))]
+    raw = family.raw_outputs(lambda data: outputs, mx.sym.var(INPUT_NAME))
+    group = mx.sym.Group(raw)
+    needed = set(group.list_arguments()) | set(group.list_auxiliary_states())
+    classes = classes or spec.class_names()
+    model = SourceModel(spec, family, classes, shape, raw, {k: v for k, v in params.items() if k in needed}, None)
+    try:
+        out = model.raw(np.zeros(shape, np.float32))
+    except mx.base.MXNetError as exc:
+        raise ModelError(f"checkpoint {spec.symbol_file} does not run at input size {shape[2]} ({reason(exc)})",
+                         "re-run the conversion: python -m edgecv.models.convert") from None
+    if classes is not None and out["scores"].shape[-1] != len(classes):
+        raise ModelError(f"{spec.name} scores {out['scores'].shape[-1]} classes, {spec.classes_file} names "
+                         f"{len(classes)}", "re-run the conversion: python -m edgecv.models.convert")
+    model.reference = family.reference(model.raw_nd, model.decode, NMS)
     return model

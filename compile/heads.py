@@ -126,5 +126,63 @@ class ExportedDetectionFamily(Family):
         return [net(data)]
 
 
+class MediaPipeSSDFamily(Family):
+    """A TensorFlow Object Detection API SSD as MediaPipe ships it, imported into an MXNet checkpoint (models/convert).
+
+    Its graph already ends before decoding, in (1, A, 4) box encodings and (1, A, 1 + C) class logits with the
+    background first. The raw outputs keep the encodings and turn the logits into sigmoid scores (MediaPipe's
+    ``sigmoid_score``) without the background. Boxes are decoded against the anchors of ``decode.ssd``
+    (edge/anchors.py): by GluonCV's box coder and ``box_nms`` for the MXNet reference (``reference``), by the
+    edge runtime's numpy decoder (``ssd_anchors``) on the box.
+    """
+
+    name = "mediapipe_ssd"
+    task = "detection"
+    decoder = "ssd_anchors"
+    outputs = (
+        OutputInfo("box_encodings", "(1, A, 4) yc, xc, h, w against the anchors, times decode.ssd.box_scales"),
+        OutputInfo("scores", "(1, A, C) sigmoid class scores, background removed"),
+    )
+
+    def raw_outputs(self, net, data):
+        import mxnet as mx
+
+        encodings, logits = net(data)
+        return [encodings, mx.sym.slice_axis(mx.sym.sigmoid(logits), axis=-1, begin=1, end=None)]
+
+    def reference(self, raw, decode, nms: dict):
+        """x -> (ids, scores, boxes) as GluonCV's SSD returns them, in input pixels, from ``raw(x)`` (NDArrays)."""
+        import mxnet as mx
+        from gluoncv.nn.coder import NormalizedBoxCenterDecoder
+
+        from edgecv.edge.anchors import ssd_anchors
+
+        options = decode.ssd
+        height, width = options.input_size
+        anchors = mx.nd.array(ssd_anchors(options))[None]          # cx, cy, w, h in fractions of the input
+        sy, sx, sh, sw = options.box_scales
+        coder = NormalizedBoxCenterDecoder(stds=(1 / sx, 1 / sy, 1 / sw, 1 / sh))
+        scale = mx.nd.array([width, height, width, height])
+
+        def run(x):
+            encodings, scores = raw(x)
+            # GluonCV's coder reads dx, dy, dw, dh: the TF order is dy, dx, dh, dw
+            xywh = mx.nd.concat(*(encodings.slice_axis(axis=-1, begin=i, end=i + 1) for i in (1, 0, 3, 2)), dim=-1)
+            boxes = mx.nd.broadcast_mul(coder(xywh, anchors), scale)
+            rows = []
+            for c in range(scores.shape[-1]):  # as GluonCV's SSD: one (id, score, box) row per anchor and class
+                score = scores.slice_axis(axis=-1, begin=c, end=c + 1)
+                ids = mx.nd.where(score > decode.score_threshold, mx.nd.ones_like(score) * c, -mx.nd.ones_like(score))
+                rows.append(mx.nd.concat(ids, score, boxes, dim=-1))
+            result = mx.nd.contrib.box_nms(mx.nd.concat(*rows, dim=1), overlap_thresh=nms["nms_thresh"],
+                                           topk=nms["nms_topk"], valid_thresh=decode.score_threshold, id_index=0,
+                                           score_index=1, coord_start=2, force_suppress=False)
+            result = result.slice_axis(axis=1, begin=0, end=nms["post_nms"])
+            return (result.slice_axis(axis=-1, begin=0, end=1), result.slice_axis(axis=-1, begin=1, end=2),
+                    result.slice_axis(axis=-1, begin=2, end=6))
+
+        return run
+
+
 FAMILIES: dict[str, Family] = {f.name: f for f in (SSDFamily(), YOLO3Family(), ClassifierFamily(),
-                                                   ExportedDetectionFamily())}
+                                                   ExportedDetectionFamily(), MediaPipeSSDFamily())}

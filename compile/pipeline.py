@@ -23,7 +23,7 @@ from edgecv.compile.progress import Progress
 from edgecv.compile.targets import TargetPreset, resolve_target
 from edgecv.compile.weights import Weights
 from edgecv.compile.zoo import ModelSpec, resolve_model
-from edgecv.edge.artifact import (MANIFEST, DecodeSpec, InputSpec, Manifest, OutputSpec, TargetSpec,
+from edgecv.edge.artifact import (MANIFEST, InputSpec, Manifest, OutputSpec, TargetSpec,
                                   load_manifest, sha256_file)
 from edgecv.edge.errors import ArtifactError, EdgecvError, VerificationError
 
@@ -49,6 +49,7 @@ class CompileRequest:
     use_cache: bool = True
     keep_reference: bool = False
     use_shipped_records: bool = True  # models/records/<model>[-<size>]/<target>/ when no --tuning-records
+    decoder: str | None = None        # an ONNX detector's decoder plug-in (compile/onnx_input.py)
 
 
 @dataclass
@@ -62,8 +63,8 @@ class CompileResult:
 
 # The code that shapes an artifact: a change here invalidates cached builds (and nothing else does).
 _SHAPING_CODE = ("compile/heads.py", "compile/weights.py", "compile/gluon.py", "compile/onnx_export.py",
-                 "compile/build.py", "compile/targets.py", "compile/pipeline.py", "compile/zoo.py",
-                 "edge/artifact.py")
+                 "compile/onnx_input.py", "compile/build.py", "compile/targets.py", "compile/pipeline.py",
+                 "compile/zoo.py", "edge/artifact.py")
 
 
 def _source_digest() -> str:
@@ -104,6 +105,8 @@ def cache_key(spec: ModelSpec, req: CompileRequest, target_spec: dict, records: 
     import tvm
 
     parts = {"model": spec.name, "symbol": sha256_file(spec.symbol_file) if spec.symbol_file else None,
+             "onnx": sha256_file(spec.onnx_file) if spec.onnx_file else None, "decode": spec.decode,
+             "class_names": spec.class_names(),
              "weights": _weights_id(req.weights), "input_size": req.input_size or spec.input_size,
              "target": target_spec, "records": records, "classes": req.classes, "reference": req.keep_reference,
              "tvm": tvm.__version__,
@@ -123,7 +126,7 @@ def _manifest(spec: ModelSpec, model, target: TargetPreset, tvm_target: dict, fo
         target=TargetSpec(name=target.name, arch=target.arch, tvm=tvm_target),
         input=InputSpec(name="data", shape=model.input_shape, color=spec.color, mean=spec.mean, std=spec.std,
                         resize=spec.resize),
-        outputs=outputs, decode=DecodeSpec(kind=model.family.decoder), classes=model.classes, groups=spec.groups,
+        outputs=outputs, decode=model.decode, classes=model.classes, groups=spec.groups,
         library=LIBRARY, params=PARAMS,
         files={name: sha256_file(folder / name) for name in [LIBRARY, PARAMS, *(reference or {}).values()]},
         weights=_weights_id(weights), tuning=records, reference=reference,
@@ -158,8 +161,35 @@ def _publish(tmp: Path, out: Path) -> Path:
     return archive
 
 
+def _shipped_weights(spec: ModelSpec, req: CompileRequest) -> CompileRequest:
+    """A model shipped with its weights (a checkpoint or ONNX graph in models/) uses them unless told otherwise."""
+    if not spec.brings_weights:
+        return req
+    if req.weights.pretrained or req.weights.random_seed is not None:
+        raise EdgecvError(f"{spec.name} brings its own weights", "drop --pretrained/--random-weights")
+    if spec.is_onnx:
+        if req.weights.params_file is not None:
+            raise EdgecvError(f"{spec.name} is an ONNX graph with its weights inside", "drop --weights")
+        return dataclasses.replace(req, weights=Weights(params_file=spec.onnx_file))
+    if req.weights.params_file is None:
+        return dataclasses.replace(req, weights=Weights(params_file=spec.params_file))
+    return req
+
+
+def load_model(spec: ModelSpec, req: CompileRequest, log=lambda m: None):
+    """The compile step's source model: MXNet (GluonCV, a checkpoint) or an ONNX graph (ONNX Runtime)."""
+    if spec.is_onnx:
+        from edgecv.compile.onnx_input import load_onnx_model
+
+        return load_onnx_model(spec, req.classes)
+    from edgecv.compile.gluon import load_source_model
+
+    return load_source_model(spec, req.weights, req.input_size, log, req.classes)
+
+
 def compile_model(req: CompileRequest, progress: Progress | None = None) -> CompileResult:
-    spec = resolve_model(req.model)
+    spec = resolve_model(req.model, req.decoder)
+    req = _shipped_weights(spec, req)
     target = resolve_target(req.target)
     target.fcompile()  # a missing cross compiler is reported before any slow work
     out = Path(req.out).resolve()
@@ -187,10 +217,9 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
             progress.log(f"reusing cached build {cached_dir} (same model, weights, target, records, code)")
             shutil.copytree(cached_dir, tmp, dirs_exist_ok=True)
         if not cached or req.verify:
-            with progress(f"loading {spec.name} in MXNet ({req.weights.describe()})"):
-                from edgecv.compile.gluon import load_source_model
-
-                model = load_source_model(spec, req.weights, req.input_size, progress.log, req.classes)
+            with progress(f"loading {spec.name} in {'ONNX Runtime' if spec.is_onnx else 'MXNet'} "
+                          f"({req.weights.describe()})"):
+                model = load_model(spec, req, progress.log)
         if not cached:
             _build(model, spec, target, req, tmp, tvm_target, records, progress)
             _store_in_cache(tmp, cached_dir)
@@ -229,7 +258,7 @@ def _build(model, spec, target, req, folder: Path, tvm_target, records, progress
     with tempfile.TemporaryDirectory(prefix="edgecv-onnx-") as work:
         onnx_path = Path(work) / "model.onnx"
         with progress("exporting to ONNX and folding shapes (onnxsim)"):
-            export_onnx(model, onnx_path)
+            model.write_onnx(onnx_path) if hasattr(model, "write_onnx") else export_onnx(model, onnx_path)
         with progress(f"compiling with TVM for {target.name} ({target.arch})"
                       + (" with tuning records" if req.tuning_records else " (untuned)")):
             build_library(onnx_path, "data", model.input_shape, target, folder / LIBRARY, folder / PARAMS,
@@ -243,9 +272,11 @@ def _build(model, spec, target, req, folder: Path, tvm_target, records, progress
 
 def _write_reference(model, onnx_path: Path, folder: Path) -> dict[str, str]:
     """The same graph uncompiled, for the ONNX Runtime and MXNet reference backends (bench, checks)."""
+    shutil.copy(onnx_path, folder / "reference.onnx")
+    if not hasattr(model, "raw_symbols"):  # an ONNX source: there is no MXNet graph
+        return {"onnx": "reference.onnx"}
     import mxnet as mx
 
-    shutil.copy(onnx_path, folder / "reference.onnx")
     mx.sym.Group(model.raw_symbols).save(str(folder / "reference-symbol.json"))
     mx.nd.save(str(folder / "reference-0000.params"),
                {("aux:" if k in model.aux_names else "arg:") + k: v for k, v in model.params.items()})
@@ -267,11 +298,12 @@ def _verify(model, folder: Path, req: CompileRequest, progress):
     from edgecv.edge.runtime import TvmModel
 
     images = read_images(list(req.verify_images) if req.verify_images else None)
-    with progress(f"verifying compiled vs MXNet on {len(images)} real images"):
+    source = getattr(model, "reference_name", "MXNet")
+    with progress(f"verifying compiled vs {source} on {len(images)} real images"):
         report = verify(model, TvmModel(folder), images)
     if not report.ok:
         print(report.summary())
-        raise VerificationError(f"compiled {model.spec.name} differs from MXNet beyond float tolerance "
+        raise VerificationError(f"compiled {model.spec.name} differs from {source} beyond float tolerance "
                                 f"(max |diff| {report.max_abs_diff:.2e})",
                                 "see the per-image lines above; nothing was written to --out")
     return report

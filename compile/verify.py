@@ -24,6 +24,7 @@ SAMPLE_DIRS = ("/usr/share/doc/opencv-doc/examples/data",)
 SAMPLE_IMAGES = ("basketball1.png", "messi5.jpg", "fruits.jpg", "baboon.jpg")
 RTOL, ATOL = 1e-3, 1e-3   # of the largest reference magnitude per output (float32 reordering noise)
 SCORE_TOL = 1e-3
+BOX_TOL = 1e-2            # pixels: degenerate (near zero-area) boxes have no IoU to match by, only coordinates
 
 
 @dataclass
@@ -43,6 +44,7 @@ class ImageReport:
 @dataclass
 class VerifyReport:
     images: list[ImageReport] = field(default_factory=list)
+    source: str = "mxnet"  # what the artifact was compared with
 
     @property
     def ok(self) -> bool:
@@ -56,7 +58,7 @@ class VerifyReport:
         lines = []
         for r in self.images:
             diffs = ", ".join(f"{k} {v:.2e} (of {r.max_abs_ref[k]:.3g})" for k, v in r.max_abs_diff.items())
-            what = (f"detections mxnet {r.reference} / compiled {r.compiled}, matched {r.matched}, "
+            what = (f"detections {self.source} {r.reference} / compiled {r.compiled}, matched {r.matched}, "
                     f"differing {r.differing}, borderline {r.borderline}") if r.task == "detection" else (
                     f"top-{r.reference} classes, same {r.matched}, differing {r.differing}")
             lines.append(f"{'ok  ' if r.ok else 'FAIL'} {Path(r.image).name}: max |diff| {diffs}; {what}")
@@ -97,8 +99,26 @@ def _borderline(d: Detections, index: np.ndarray, other: Detections, spec) -> np
     return near
 
 
+def _same_boxes(ref: Detections, got: Detections, m) -> np.ndarray:
+    """Unmatched pairs that are the same detection by class, score and coordinates (IoU can't tell for boxes of
+    almost no area): (K, 2) indices."""
+    pairs, taken = [], set()
+    for i in m.unmatched_a:
+        for j in m.unmatched_b:
+            if j not in taken and ref.class_ids[i] == got.class_ids[j] and \
+                    abs(ref.scores[i] - got.scores[j]) <= SCORE_TOL and np.abs(ref.boxes[i] - got.boxes[j]).max() <= BOX_TOL:
+                pairs.append((i, j))
+                taken.add(j)
+                break
+    return np.asarray(pairs, np.int64).reshape(-1, 2)
+
+
 def compare_detections(report: ImageReport, ref: Detections, got: Detections, spec) -> None:
     m = match(ref, got, iou_threshold=0.5)
+    same = _same_boxes(ref, got, m)
+    if len(same):
+        m = type(m)(np.concatenate([m.pairs, same]), np.setdiff1d(m.unmatched_a, same[:, 0]),
+                    np.setdiff1d(m.unmatched_b, same[:, 1]))
     border = int(_borderline(ref, m.unmatched_a, got, spec).sum() + _borderline(got, m.unmatched_b, ref, spec).sum())
     report.reference, report.compiled, report.matched = len(ref), len(got), len(m.pairs)
     if border > max(2, len(ref) // 20):  # many "borderline" ones mean saturated scores, not float noise
@@ -113,7 +133,7 @@ def compare_detections(report: ImageReport, ref: Detections, got: Detections, sp
 def verify(model, compiled, images: list[tuple[str, np.ndarray]]) -> VerifyReport:
     """``model``: the compile step's ``SourceModel``; ``compiled``: an ``edge.runtime.TvmModel``."""
     manifest = compiled.manifest
-    report = VerifyReport()
+    report = VerifyReport(source=getattr(model, "reference_name", "MXNet").lower().replace(" ", ""))
     for name, image in images:
         x, _ = preprocess(image, manifest.input)
         ref_raw, got_raw = model.raw(x), compiled(x)

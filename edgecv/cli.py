@@ -37,8 +37,10 @@ def _cmd_compile(args) -> int:
     from edgecv.compile.pipeline import CompileRequest, compile_model
     from edgecv.compile.progress import Progress
     from edgecv.compile.weights import Weights
+    from edgecv.compile.zoo import resolve_model
 
-    if not (args.pretrained or args.weights or args.random_weights is not None or args.model.endswith(".json")):
+    chosen = args.pretrained or args.weights or args.random_weights is not None
+    if not (chosen or args.model.endswith(".json") or resolve_model(args.model, args.decoder).brings_weights):
         raise EdgecvError("no weights chosen for " + args.model,
                           "pass --weights FILE.params, --pretrained or --random-weights SEED")
     weights = Weights(pretrained=args.pretrained, params_file=args.weights, random_seed=args.random_weights)
@@ -48,7 +50,7 @@ def _cmd_compile(args) -> int:
                              verify_images=tuple(args.verify_images) if args.verify_images else None,
                              classes=tuple(c for c in classes if c.strip()) if classes else None,
                              use_cache=not args.no_cache, keep_reference=args.keep_reference,
-                             use_shipped_records=not args.untuned)
+                             use_shipped_records=not args.untuned, decoder=args.decoder)
     result = compile_model(request, Progress(0, quiet=args.quiet))
     if result.verify_report is not None:
         print(result.verify_report.summary())
@@ -237,7 +239,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 
 
 def _add_compile(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a model-zoo name (see `edgecv models`) or PATH/prefix-symbol.json")
+    p.add_argument("model", help="a model-zoo name (see `edgecv models`), PATH/prefix-symbol.json or PATH.onnx")
+    p.add_argument("--decoder", metavar="FAMILY", help="an ONNX detector's decoder plug-in (nanodet)")
     p.add_argument("--target", required=True, help="a target preset (see `edgecv targets`)")
     p.add_argument("--out", required=True, type=Path, help="artifact folder to write (DIR.tar.gz too)")
     w = p.add_mutually_exclusive_group()
@@ -254,6 +257,32 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="rebuild even if an identical build is cached")
     p.add_argument("--keep-reference", action="store_true",
                    help="also store the uncompiled graph (ONNX, MXNet) for the reference backends of bench/run")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _cmd_eval(args) -> int:
+    from edgecv.compile.evaluate import LABELS, evaluate_model, same_scores, summary
+    from edgecv.compile.progress import Progress
+    from edgecv.edge.errors import VerificationError
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    report = evaluate_model(args.model, backends, args.score_threshold, args.target, args.labels or LABELS,
+                            Progress(0, quiet=args.quiet))
+    print(summary(report))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if not same_scores(report):
+        raise VerificationError("the backends score differently on the labelled set", "see the lines above")
+    return 0
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an artifact folder, or a model with real weights (compiled first)")
+    p.add_argument("--backends", default="mxnet,onnxruntime,tvm", help="comma-separated, of mxnet,onnxruntime,tvm")
+    p.add_argument("--score-threshold", type=float, default=0.4, help="detections below are not counted (0.4)")
+    p.add_argument("--labels", type=Path, help="labelled set (default models/eval/labels.json)")
+    p.add_argument("--target", default="x86_64", help="target preset when compiling a model (this CPU)")
+    p.add_argument("--out", type=Path, metavar="REPORT.json", help="also write the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -277,6 +306,7 @@ COMMANDS = {
     "infer": ("run an artifact once on a tensor (smoke test on a device)", _add_infer, _cmd_infer),
     "tune": ("MetaSchedule-tune a model for a target; records are reused by compile", _add_tune, _cmd_tune),
     "bench": ("compiled vs uncompiled backends, side by side, in one run", _add_bench, _cmd_bench),
+    "eval": ("precision/recall of a detector per backend on the labelled set (models/eval)", _add_eval, _cmd_eval),
     "bench-loop": ("end-to-end vs inference frames/s and memory of the edge loop", _add_bench_loop,
                    _cmd_bench_loop),
     "run": ("count people and goods from a video source, publish over MQTT", _add_run, _cmd_run),

@@ -1,0 +1,1 @@
+"""Reproducible conversion of the shipped pretrained detectors (``python -m edgecv.models.convert``)."""

@@ -1,0 +1,5 @@
+import sys
+
+from edgecv.models.convert.convert import main
+
+sys.exit(main())

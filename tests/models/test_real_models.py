@@ -1,0 +1,90 @@
+"""The real detectors through the one compile path, verified on real images, scored on the labelled set, and
+counting people in vtest.avi. Real TVM builds (untuned: ~1 s a frame for the SSD, ~3 s for NanoDet)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import OPENCV_DATA, run_cli
+from edgecv.edge.artifact import read_manifest
+
+pytestmark = [pytest.mark.slow, pytest.mark.tvm, pytest.mark.mxnet]
+
+
+def _verify_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith(("ok ", "FAIL"))]
+
+
+@pytest.mark.parametrize("model,reference,outputs", [
+    ("ssd_300_mobilenetv2_oid", "mxnet", ["box_encodings", "scores"]),
+    ("nanodet_416_coco", "onnxruntime", ["scores", "box_distribution"]),
+])
+def test_compile_verify_real_model(model, reference, outputs, tmp_path, opencv_data):
+    out = tmp_path / "art"
+    result = run_cli("compile", model, "--target", "x86_64", "--out", out, "--verify")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    lines = _verify_lines(result.stdout)
+    assert len(lines) == 4 and all(line.startswith("ok ") for line in lines), result.stdout
+    for line in lines:  # real weights: real detections on every picture, all the same after NMS
+        matched = int(line.split("matched ")[1].split(",")[0])
+        assert f"detections {reference} " in line and matched > 0 and "differing 0" in line, line
+    manifest = read_manifest(out)
+    assert [o.name for o in manifest.outputs] == outputs
+    assert manifest.decode.kind == ("ssd_anchors" if model.startswith("ssd") else "gfl")
+    assert manifest.weights.startswith("file:") and "sha256:" in manifest.weights
+
+
+def test_compile_accepts_an_onnx_detector_with_its_decoder(tmp_path, real_artifacts):
+    from conftest import REPO
+
+    onnx = REPO / "models/nanodet_416_coco/nanodet_416_coco.onnx"
+    missing = run_cli("compile", onnx, "--target", "x86_64", "--out", tmp_path / "x")
+    assert missing.returncode == 2 and "--decoder" in missing.stderr
+    out = tmp_path / "nano"
+    result = run_cli("compile", onnx, "--decoder", "nanodet", "--target", "x86_64", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(out)
+    assert manifest.model == "nanodet_416_coco" and len(manifest.classes) == 80 and manifest.groups == "coco"
+    assert manifest.input.color == "BGR" and manifest.input.shape == (1, 3, 416, 416)
+    zoo = read_manifest(real_artifacts("nanodet_416_coco"))
+    assert manifest.decode == zoo.decode and manifest.files["model.so"] == zoo.files["model.so"]
+
+
+@pytest.mark.parametrize("model", ["ssd_300_mobilenetv2_oid", "nanodet_416_coco"])
+def test_eval_scores_compiled_as_source(model, few_labels, tmp_path):
+    """Precision/recall on labelled pictures: TVM, ONNX Runtime and (for the SSD) MXNet with GluonCV's own
+    decoding and NMS find exactly the same true and false positives."""
+    report_file = tmp_path / "report.json"
+    result = run_cli("eval", model, "--labels", few_labels, "--out", report_file, "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    ran = {r["backend"]: r for r in report["results"] if r["status"] == "ok"}
+    assert set(ran) == ({"mxnet", "onnxruntime", "tvm"} if model.startswith("ssd") else {"onnxruntime", "tvm"})
+    people = [r["groups"]["people"] for r in ran.values()]
+    assert all(p == people[0] for p in people)
+    assert people[0]["labelled"] >= 10 and people[0]["recall"] >= 0.7 and people[0]["precision"] >= 0.7, people[0]
+    assert "people P" in result.stdout
+
+
+def test_people_found_in_vtest(real_artifacts, opencv_data):
+    """The default detector finds people in most frames of vtest.avi, as `make demo` shows."""
+    import cv2
+
+    from edgecv.edge.config import DetectConfig
+    from edgecv.edge.counting import GroupMap
+    from edgecv.edge.detector import Detector
+
+    detector = Detector(real_artifacts("ssd_300_mobilenetv2_oid"), DetectConfig(score_threshold=0.4))
+    groups = GroupMap(detector.manifest.classes, detector.manifest.groups)
+    capture = cv2.VideoCapture(str(OPENCV_DATA / "vtest.avi"))
+    counts = []
+    for frame in range(15, 795, 90):  # 9 frames, none of them in the labelled set
+        capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
+        ok, image = capture.read()
+        assert ok
+        found = detector(image)
+        found = found[found.scores >= 0.4]
+        counts.append(int(np.sum(groups.groups(found.class_ids) == "people")))
+    assert sum(c > 0 for c in counts) >= 8 and np.mean(counts) >= 2, counts
