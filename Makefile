@@ -45,8 +45,8 @@ test-fast: setup
 
 # The demo: compile the default detector for this CPU (verified against MXNet), start a local Mosquitto on
 # a free port, run the counter on Debian's vtest.avi publishing to it, print what arrives, save the video.
-DEMO_MODEL ?= ssd_512_mobilenet1.0_voc
-DEMO_ARGS ?= --random-weights 0 --input-size 256
+DEMO_MODEL ?= ssd_300_mobilenetv2_oid
+DEMO_ARGS ?=
 DEMO_FRAMES ?= 40
 demo: setup
 	$(BIN)/edgecv compile $(DEMO_MODEL) --target x86_64 $(DEMO_ARGS) --out build/demo/model --verify
