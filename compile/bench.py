@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecv.compile.pipeline import CompileRequest, compile_model, shipped_records
+from edgecv.compile.pipeline import CompileRequest, compile_model, find_shipped_records, shipped_records
 from edgecv.compile.zoo import resolve_model
 from edgecv.compile.progress import Progress
 from edgecv.compile.weights import Weights
@@ -179,9 +179,10 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
         compile_model(CompileRequest(model=model, target=target, out=artifacts[""], weights=weights,
                                      input_size=input_size, keep_reference=True, use_shipped_records=False),
                       Progress(0, quiet=True))
-    records = shipped_records(model, input_size, resolve_model(model).input_size, target)
+    default_size = resolve_model(model).input_size
+    records = find_shipped_records(model, input_size, default_size, target)
     if "tvm-tuned" in backends and results["tvm-tuned"].status == "ok":
-        if (records / "database_tuning_record.json").is_file():
+        if records is not None:
             with progress(f"compiling {model} with the tuning records in {records}"):
                 artifacts["tuned"] = work / "tuned"
                 compile_model(CompileRequest(model=model, target=target, out=artifacts["tuned"], weights=weights,
@@ -189,7 +190,8 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
                               Progress(0, quiet=True))
         else:
             results["tvm-tuned"].status = "skipped"
-            results["tvm-tuned"].reason = f"no tuning records in {records}: run `edgecv tune {model} --target {target}`"
+            results["tvm-tuned"].reason = (f"no tuning records in {shipped_records(model, input_size, default_size, target)}"
+                                           f": run `edgecv tune {model} --target {target}`")
     manifest = read_manifest(artifacts[""])
     picture = cv2.imread(str(image or DEFAULT_IMAGE), cv2.IMREAD_COLOR)
     if picture is None:

@@ -76,10 +76,55 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
-def shipped_records(model: str, input_size: int | None, default_size: int, target: str) -> Path:
-    """Where tuning records for a model, input size and target preset live in the repository."""
+RECORDS_DB = ("database_workload.json", "database_tuning_record.json")  # MetaSchedule's JSONDatabase files
+
+# x86 records are kept per vector ISA, not per CPU model: MetaSchedule applies a record to any target (it matches
+# the workload, not the CPU), and what a schedule is tuned for is the vector width. The host preset ``x86_64``
+# looks in its own ISA's folder first, then in the other (a schedule tuned for AVX2 still runs on an AVX-512 CPU,
+# and the other way round: far faster than untuned). ``x86-64-v3`` (AVX2, FMA) is written by `edgecv tune
+# --target x86_64` on a CPU without AVX-512; ``skylake-avx512`` by the preset of that name or by x86_64 on an
+# AVX-512 CPU. The artifact is still compiled for the host's own CPU.
+X86_RECORDS = {"skylake-avx512": ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"),
+               "x86-64-v3": ("avx2", "fma")}
+
+
+def host_cpu_flags() -> frozenset[str]:
+    """The host CPU's feature flags, as Linux reports them (what the hypervisor really exposes)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def records_levels(target: str, flags: frozenset[str] | None = None) -> list[str]:
+    """The records folders a target preset uses, best first; `edgecv tune` writes to the first."""
+    if target == "x86_64":
+        flags = host_cpu_flags() if flags is None else flags
+        own = next((level for level, needs in X86_RECORDS.items() if set(needs) <= flags), "x86_64")
+        return [own, *(level for level in X86_RECORDS if level != own)]
+    if target in X86_RECORDS:
+        return [target, *(level for level in X86_RECORDS if level != target)]
+    return [target]
+
+
+def records_root(model: str, input_size: int | None, default_size: int) -> Path:
     folder = model if input_size in (None, default_size) else f"{model}-{input_size}"
-    return Path(__file__).resolve().parent.parent / "models" / "records" / folder / target
+    return Path(__file__).resolve().parent.parent / "models" / "records" / folder
+
+
+def shipped_records(model: str, input_size: int | None, default_size: int, target: str) -> Path:
+    """Where `edgecv tune` writes the records for a model, input size and target preset in the repository."""
+    return records_root(model, input_size, default_size) / records_levels(target)[0]
+
+
+def find_shipped_records(model: str, input_size: int | None, default_size: int, target: str) -> Path | None:
+    """The shipped records a compile for this target applies: the first of its folders that has records."""
+    root = records_root(model, input_size, default_size)
+    return next((root / level for level in records_levels(target) if (root / level / RECORDS_DB[1]).is_file()), None)
 
 
 def _records_digest(records: Path | None) -> str | None:
@@ -88,8 +133,9 @@ def _records_digest(records: Path | None) -> str | None:
     if not Path(records).is_dir():
         raise EdgecvError(f"tuning records folder not found: {records}", "pass a folder written by `edgecv tune`")
     digest = hashlib.sha256()
-    for path in sorted(Path(records).rglob("*.json")):
-        digest.update(path.relative_to(records).as_posix().encode() + path.read_bytes())
+    for name in RECORDS_DB:  # the database only: tune's metadata beside it doesn't change the build
+        path = Path(records) / name
+        digest.update(name.encode() + (path.read_bytes() if path.is_file() else b""))
     return digest.hexdigest()
 
 
@@ -200,9 +246,9 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
     steps = 4 + (1 if req.verify and can_run_here else 0)
     progress.total = steps
     if req.tuning_records is None and req.use_shipped_records:
-        shipped = shipped_records(spec.name, req.input_size, spec.input_size, target.name)
-        if list(shipped.glob("database_tuning_record.json")):
-            progress.log(f"using the tuning records shipped in {shipped}")
+        shipped = find_shipped_records(spec.name, req.input_size, spec.input_size, target.name)
+        if shipped is not None:
+            progress.log(f"using the tuning records shipped in {shipped}" + _records_note(target, shipped.name))
             req = dataclasses.replace(req, tuning_records=shipped)
     records = _records_digest(req.tuning_records)
     tvm_target = _tvm_target(target)
@@ -238,6 +284,15 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         Path(str(tmp) + ".tar.gz").unlink(missing_ok=True)
+
+
+def _records_note(target: TargetPreset, level: str) -> str:
+    own = records_levels(target.name)[0]
+    if level != own:
+        return f" (tuned for {level}, none for {own} yet: they apply to any x86 CPU, but are not tuned for this one)"
+    if level != target.name:
+        return " (this CPU's ISA level; the library is compiled for this CPU)"
+    return ""
 
 
 def _tvm_target(target: TargetPreset) -> dict:

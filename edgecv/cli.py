@@ -192,32 +192,44 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_tune(args) -> int:
+    from edgecv.compile.progress import Progress
     from edgecv.compile.tune import tune_model
     from edgecv.compile.weights import Weights
 
     rpc = None
-    if args.rpc_tracker:
-        host, _, port = args.rpc_tracker.rpartition(":")
+    if args.rpc_tracker or args.rpc_key:
+        host, _, port = (args.rpc_tracker or "").rpartition(":")
         if not host or not port.isdigit() or not args.rpc_key:
-            raise EdgecvError(f"bad --rpc-tracker {args.rpc_tracker!r}", "use HOST:PORT together with --rpc-key KEY")
+            raise EdgecvError(f"bad --rpc-tracker {args.rpc_tracker!r} / --rpc-key {args.rpc_key!r}",
+                              "use --rpc-tracker HOST:PORT together with --rpc-key KEY")
         rpc = (host, int(port), args.rpc_key)
+    weights = None  # tune_model's default: random weights (records don't depend on them), a checkpoint's own
+    if args.pretrained or args.weights or args.random_weights is not None:
+        weights = Weights(pretrained=args.pretrained, params_file=args.weights, random_seed=args.random_weights)
     summary = tune_model(args.model, args.target, records=args.records, trials_per_task=args.trials,
                          minutes=args.minutes, resume=not args.restart, input_size=args.input_size,
-                         weights=Weights(random_seed=0), rpc=rpc, log=lambda m: print(m, file=sys.stderr, flush=True))
+                         weights=weights, rpc=rpc, max_tasks=args.max_tasks, progress=Progress(0))
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
 def _add_tune(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a model-zoo name (see `edgecv models`)")
+    p.add_argument("model", help="a model-zoo name (see `edgecv models`) or PATH/prefix-symbol.json")
     p.add_argument("--target", required=True, help="a target preset (see `edgecv targets`)")
-    p.add_argument("--trials", type=int, default=32, metavar="N", help="MetaSchedule trials per task")
-    p.add_argument("--minutes", type=float, metavar="M", help="wall-clock budget over all tasks")
-    p.add_argument("--records", type=Path, metavar="DIR", help="database folder (default models/records/<model>/<target>)")
+    p.add_argument("--trials", type=int, default=32, metavar="N", help="MetaSchedule trials per task (default 32)")
+    p.add_argument("--minutes", type=float, metavar="M", help="wall-clock budget over all tasks; heaviest go first")
+    p.add_argument("--max-tasks", type=int, metavar="N", help="tune at most N tasks in this run")
+    p.add_argument("--records", type=Path, metavar="DIR",
+                   help="database folder (default models/records/<model>[-<size>]/<level>, where compile looks)")
     p.add_argument("--restart", action="store_true", help="tune tasks again even if they have records (default: resume)")
     p.add_argument("--input-size", type=int, metavar="N", help="square input size (default: the model's)")
-    p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on remote boards through TVM's RPC tracker")
-    p.add_argument("--rpc-key", metavar="KEY", help="the boards' key registered with the tracker")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--weights", type=Path, metavar="FILE.params", help="weights saved with net.save_parameters()")
+    w.add_argument("--pretrained", action="store_true", help="GluonCV model-zoo weights (needs the internet)")
+    w.add_argument("--random-weights", type=int, metavar="SEED",
+                   help="random weights (the default, seed 0: records don't depend on the weights)")
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on boards registered with TVM's RPC tracker")
+    p.add_argument("--rpc-key", metavar="KEY", help="the boards' key at the tracker")
 
 
 BENCH_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "tvm", "tvm-tuned")  # compile/bench.py checks them
