@@ -272,14 +272,17 @@ def _changed_paths(old, new, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...
     return _leaf_paths(old, prefix) | _leaf_paths(new, prefix)
 
 
-def _merge(base, update):
-    """Greengrass merge: maps merge key by key, anything else replaces."""
+def merge_configuration(base, update):
+    """Greengrass' MERGE: maps merge key by key, anything else replaces."""
     if isinstance(base, dict) and isinstance(update, dict):
         out = dict(base)
         for k, v in update.items():
-            out[k] = _merge(base.get(k), v)
+            out[k] = merge_configuration(base.get(k), v)
         return out
     return copy.deepcopy(update)
+
+
+_merge = merge_configuration
 
 
 class _Subscription:

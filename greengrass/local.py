@@ -40,6 +40,7 @@ from edgecv.edge.errors import EdgecvError
 from edgecv.greengrass.recipes import (DEFAULT_TIMEOUTS, PLATFORMS, RecipeError, VariableContext, check_build,
                                        lifecycle, select_manifest, substitute, version_matches)
 from edgecv.greengrass import COMPONENT
+from edgecv.greengrass.devserver import merge_configuration as _merge
 
 log = logging.getLogger("edgecv.greengrass.local")
 
@@ -51,16 +52,6 @@ def host_platform() -> dict:
     if arch not in PLATFORMS:
         raise EdgecvError(f"no Greengrass platform for this CPU ({arch})", "run on x86_64, aarch64 or armv7")
     return dict(PLATFORMS[arch])
-
-
-def _merge(base, update):
-    """Greengrass' MERGE: maps merge key by key, anything else replaces."""
-    if isinstance(base, dict) and isinstance(update, dict):
-        out = dict(base)
-        for k, v in update.items():
-            out[k] = _merge(base.get(k), v)
-        return out
-    return copy.deepcopy(update)
 
 
 def _interpolate(value, context: VariableContext):

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from edgecv.edge.artifact import sha256_file
+
 HERE = Path(__file__).resolve().parent
 MODELS = HERE.parent
 TOOL_REQUIREMENTS = HERE / "requirements-tools.txt"
@@ -46,14 +48,6 @@ class ConversionError(RuntimeError):
 
 def cache_root() -> Path:
     return Path(os.environ.get("EDGECV_CACHE", Path.home() / ".cache" / "edgecv"))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _run(cmd: list, log, **kwargs) -> None:
