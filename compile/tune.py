@@ -145,7 +145,7 @@ def measure_untuned(tasks: list[Task], target, builder, runner) -> None:
 
     built = builder.build([BuilderInput(t.mod, target) for t in tasks])
     ran = [(t, b) for t, b in zip(tasks, built) if b.error_msg is None]
-    futures = runner.run([RunnerInput(b.artifact_path, target.kind.name, ArgInfo.from_entry_func(t.mod))
+    futures = runner.run([RunnerInput(b.artifact_path, "cpu", ArgInfo.from_entry_func(t.mod))
                           for t, b in ran])
     for (task, b), future in zip(ran, futures):
         result = future.result()
@@ -236,6 +236,10 @@ class Metadata:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f} ms" if seconds >= 1e-4 else f"{seconds * 1e6:.2f} us"
 
 
 def _clock(seconds: float) -> str:
@@ -385,19 +389,20 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
 def _time_untuned(run: _Run, tasks: list[Task], resume: bool) -> None:
     """Untuned times (kept in the metadata) for the tasks to tune and the ones left out; then slowest first."""
     for t in tasks:
-        t.untuned = (run.meta.task(t.name) or {}).get("untuned_us", 0) / 1e6 or None
+        untuned_us = (run.meta.task(t.name) or {}).get("untuned_us")
+        t.untuned = None if untuned_us is None else untuned_us / 1e6
     todo = [t for t in tasks if t.untuned is None and (t.skip or not resume or best_seconds(run.db, t) is None)]
     with run.progress(f"timing {len(todo)} tasks untuned (no schedule, as compile leaves them), measured {run.where}"):
         if todo:
             measure_untuned(todo, run.target, run.builder, run.runner)
         for t in todo:
             if t.untuned is not None:
-                run.meta.data["tasks"].setdefault(t.name, {})["untuned_us"] = round(t.untuned * 1e6, 1)
+                run.meta.data["tasks"].setdefault(t.name, {})["untuned_us"] = round(t.untuned * 1e6, 3)
         tasks.sort(key=Task.priority)
         run.meta.data["skipped"] = {t.name: t.skip for t in tasks if t.skip}
         for t in tasks:
             if t.skip:
-                cost = "" if t.untuned is None else f", {t.untuned * t.calls * 1e3:.2f} ms untuned"
+                cost = "" if t.untuned is None else f", {_ms(t.untuned * t.calls)} untuned"
                 run.progress.log(f"not tuned: {t.name[:60]}{'...' if len(t.name) > 60 else ''} ({t.skip}{cost})")
 
 
@@ -428,7 +433,7 @@ def _tune_tasks(run: _Run, tasks: list[Task], preset: TargetPreset, trials: int,
                 best = best_seconds(run.db, task)
                 entry = meta.task(task.name) or {}
                 if resume and best is not None and entry.get("done", True):
-                    progress.log(f"{label}: has records (best {best * 1e3:.3f} ms), skipped (--restart tunes it again)")
+                    progress.log(f"{label}: has records (best {_ms(best)}), skipped (--restart tunes it again)")
                     summary["skipped_with_records"].append(task.name)
                     continue
                 stop = _stop_reason(time.monotonic() - run.start, budget, durations, max_tasks)
@@ -437,7 +442,7 @@ def _tune_tasks(run: _Run, tasks: list[Task], preset: TargetPreset, trials: int,
                     progress.log(f"stopping before {label}: {stop}; {len(summary['left'])} tasks without records "
                                  "(run again to go on)")
                     break
-                untuned = "" if task.untuned is None else f", untuned {task.untuned * 1e3:.3f} ms"
+                untuned = "" if task.untuned is None else f", untuned {_ms(task.untuned)}"
                 progress.log(f"{label}: {task.flops / 1e6:,.1f} MFLOP x{task.calls}{untuned}, {trials} trials ...")
                 meta.set_task(task.name, flops=task.flops, calls=task.calls, done=False, session=session)
                 began = time.monotonic()
@@ -460,7 +465,7 @@ def _tune_tasks(run: _Run, tasks: list[Task], preset: TargetPreset, trials: int,
                 elapsed = time.monotonic() - run.start
                 left = "" if budget is None else f", budget left {_clock(budget - elapsed)}"
                 result = ("no valid candidate (see the log)" if best is None else
-                          f"best {best * 1e3:.3f} ms = {task.flops / best / 1e9:.1f} GFLOP/s"
+                          f"best {_ms(best)}" + (f" = {task.flops / best / 1e9:.1f} GFLOP/s" if task.flops else "")
                           + ("" if task.untuned is None else f", {task.untuned / best:.0f}x untuned"))
                 progress.log(f"{label}: {result} in {took:.0f} s; elapsed {_clock(elapsed)}{left}")
         finally:

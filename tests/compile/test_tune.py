@@ -220,3 +220,6 @@ def test_resume_skips_finished_tasks_and_records_the_machine(tiny_checkpoint, tm
     assert session["machine"]["cpu"] and session["machine"]["cores"] >= 1 and session["runner"] == "local"
     assert "avx2" in session["machine"]["flags"] or "sse4_2" in session["machine"]["flags"]
     assert all(meta["tasks"][t]["done"] and meta["tasks"][t]["trials"] == 2 for t in (done, second["tuned"][0]))
+    # every task was timed untuned once (the first run), and the tuned ones report their speed-up
+    assert all(entry["untuned_us"] > 0 for entry in meta["tasks"].values()) and len(meta["tasks"]) == first["tasks"]
+    assert "x untuned" in stderr and "timing 0 tasks untuned" in stderr
