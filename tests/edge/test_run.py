@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from importlib import resources
 
 import jsonschema
-import numpy as np
 import pytest
 import yaml
 

@@ -5,7 +5,6 @@ also checks that the SDK and the server agree on the wire protocol.
 """
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import shutil
