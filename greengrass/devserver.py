@@ -518,9 +518,7 @@ class IpcServer:
                 conn.thread.start()
 
     def _protocol_error(self, message: str) -> None:
-        with self._cond:
-            self.protocol_errors.append(message)
-            self._cond.notify_all()
+        self._record(self.protocol_errors, message)
 
     def _serve(self, conn: _Connection) -> None:
         try:
@@ -617,9 +615,7 @@ class IpcServer:
             raise ProtocolError(f"{operation} payload is not a JSON object")
 
         name = operation[len(NS):] if operation.startswith(NS) else operation
-        with self._cond:
-            self.operations.append(name)
-            self._cond.notify_all()
+        self._record(self.operations, name)
         handler = getattr(self, "_op_" + name, None) if operation.startswith(NS) else None
         try:
             if handler is None:
@@ -673,9 +669,7 @@ class IpcServer:
         # Hold the connection's write lock across registering and answering, so no event can overtake
         # the response (the SDK takes the first message on a stream as the response).
         with conn.wlock:
-            with self._cond:
-                self._subs.append(sub)
-                self._cond.notify_all()
+            self._record(self._subs, sub)
             self._respond(conn, stream_id, operation, {})
 
     def _authorize(self, service: str, operation: str, topic: str) -> None:
@@ -781,15 +775,19 @@ class IpcServer:
                     self._send_event(sub, "ConfigurationUpdateEvents", {
                         "configurationUpdateEvent": {"componentName": self.component, "keyPath": list(path)}})
 
+    def _record(self, log: list, entry) -> None:
+        """Append to one of the logs tests read, and wake ``wait_for``."""
+        with self._cond:
+            log.append(entry)
+            self._cond.notify_all()
+
     # --- lifecycle state ------------------------------------------------------------------------------
 
     def _op_UpdateState(self, conn, stream_id, request):
         state = request.get("state")
         if state not in ("RUNNING", "ERRORED"):
             raise _bad_args(f"Invalid state {state!r}.")
-        with self._cond:
-            self.states.append(state)
-            self._cond.notify_all()
+        self._record(self.states, state)
         self._respond(conn, stream_id, "UpdateState", {})
 
     # --- local pub/sub ----------------------------------------------------------------------------------
@@ -813,9 +811,7 @@ class IpcServer:
                 value = None
             if value is None:
                 raise _service_error("binaryMessage.message is not base64.")
-        with self._cond:
-            self.published_local.append({"topic": topic, "payload": copy.deepcopy(value)})
-            self._cond.notify_all()
+        self._record(self.published_local, {"topic": topic, "payload": copy.deepcopy(value)})
         self._deliver_local(topic, value, publisher=self.component)
         self._respond(conn, stream_id, "PublishToTopic", {})
 
@@ -864,9 +860,7 @@ class IpcServer:
         entry = {"topic": topic, "qos": int(qos), "payload": payload}
         if retain is not None:
             entry["retain"] = retain
-        with self._cond:
-            self.published_iot_core.append(entry)
-            self._cond.notify_all()
+        self._record(self.published_iot_core, entry)
         self._respond(conn, stream_id, "PublishToIoTCore", {})
 
     def _op_SubscribeToIoTCore(self, conn, stream_id, request):
