@@ -272,6 +272,16 @@ def _changed_paths(old, new, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...
     return _leaf_paths(old, prefix) | _leaf_paths(new, prefix)
 
 
+def _parent(configuration: dict, key_path) -> dict:
+    """The map holding ``key_path``'s last key, made (as empty maps) where missing."""
+    node = configuration
+    for k in key_path[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    return node
+
+
 def merge_configuration(base, update):
     """Greengrass' MERGE: maps merge key by key, anything else replaces."""
     if isinstance(base, dict) and isinstance(update, dict):
@@ -478,11 +488,7 @@ class IpcServer:
                     raise TypeError("the whole configuration must be a dict")
                 self.configuration = copy.deepcopy(value)
             else:
-                node = self.configuration
-                for k in key_path[:-1]:
-                    if not isinstance(node.get(k), dict):
-                        node[k] = {}
-                    node = node[k]
+                node = _parent(self.configuration, key_path)
                 node[key_path[-1]] = copy.deepcopy(value)
             changed = _changed_paths(old, self.configuration)
             self._cond.notify_all()
@@ -753,11 +759,7 @@ class IpcServer:
             if not key_path:
                 self.configuration = _merge(self.configuration, value)
             else:
-                node = self.configuration
-                for k in key_path[:-1]:
-                    if not isinstance(node.get(k), dict):
-                        node[k] = {}
-                    node = node[k]
+                node = _parent(self.configuration, key_path)
                 node[key_path[-1]] = _merge(node.get(key_path[-1]), value)
             changed = _changed_paths(old, self.configuration)
             self._cond.notify_all()
