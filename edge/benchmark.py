@@ -110,13 +110,35 @@ def viewer_cost(detector, images: list, frames: int, rounds: int = 2) -> dict:
             "preview_fps_cap": config.http.preview_fps, "pictures_received": pictures}
 
 
+def memory_trend(samples: list[tuple[int, float]], frames: int, points: int = 20) -> dict:
+    """What the RSS samples (frame, MB) say about memory over a run: after warm-up (10% of the frames), at half
+    way and at the end; the growth over the second half, per 1,000 frames (flat memory: about 0); and the curve
+    (one sample per 1/``points`` of the run) to plot or read."""
+    def at(fraction: float) -> float:
+        return next((mb for f, mb in samples if f >= frames * fraction), samples[-1][1])
+
+    curve, step = [], frames / points
+    for f, mb in samples:
+        if not curve or f >= curve[-1][0] + step:
+            curve.append((f, round(mb, 1)))
+    if curve[-1] != (samples[-1][0], round(samples[-1][1], 1)):
+        curve.append((samples[-1][0], round(samples[-1][1], 1)))
+    warm, middle, end = at(0.1), at(0.5), samples[-1][1]
+    half_frames = max(samples[-1][0] - next((f for f, _ in samples if f >= frames * 0.5), 0), 1)
+    return {"after_10pct": round(warm, 1), "middle": round(middle, 1), "end": round(end, 1),
+            "growth": round(end - warm, 1), "growth_second_half": round(end - middle, 1),
+            "mb_per_1000_frames_second_half": round((end - middle) / half_frames * 1000, 3), "curve": curve}
+
+
 def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct: int = 50,
-                  viewer_frames: int = 0) -> dict:
+                  viewer_frames: int = 0, mqtt: str | None = None, progress=None) -> dict:
+    """Pure inference frames/s, then ``frames`` frames through the whole loop (publishing to ``mqtt`` if
+    given, as `edgecv run` does) with its RSS sampled twice a second; ``progress(frames_done)`` if given."""
     import cv2
 
     from edgecv.edge.config import RunConfig
     from edgecv.edge.detector import Detector
-    from edgecv.edge.loop import EdgeLoop
+    from edgecv.edge.loop import EdgeLoop, open_publisher
 
     detector = Detector(artifact)
     cap = cv2.VideoCapture(str(video))
@@ -126,6 +148,10 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct:
         if not ok:
             break
         images.append(image)
+    if not images:
+        from edgecv.edge.errors import SourceError
+
+        raise SourceError(f"no frames could be read from {video}", "pass a readable video file with --video")
     x = np.zeros(detector.manifest.input.shape, np.float32)
     detector.model(x)  # warm-up
     n_inf = min(frames, 30)
@@ -134,29 +160,37 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct:
         detector.model(x)
     inference_fps = n_inf / (time.perf_counter() - start)
 
-    config = RunConfig(device="bench")
-    loop = EdgeLoop(config, detector, _Cycle(images, frames), None)
-    samples: list[tuple[int, float]] = []
+    config = RunConfig(device="bench", **({"mqtt": {"url": mqtt}} if mqtt else {}))
+    publisher = open_publisher(config)
+    loop = EdgeLoop(config, detector, _Cycle(images, frames), publisher)
+    samples: list[tuple[int, float]] = [(0, _status_mb("VmRSS"))]
     stop = threading.Event()
 
     def sample():
         while not stop.wait(0.5):
             samples.append((loop.stats.frames, _status_mb("VmRSS")))
+            if progress is not None:
+                progress(loop.stats.frames)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     start = time.perf_counter()
-    summary = loop.run(threading.Event())
-    elapsed = time.perf_counter() - start
-    stop.set()
-    sampler.join()
-    rss = [r for f, r in samples if f > frames * 0.1] or [_status_mb("VmRSS")]
+    try:
+        summary = loop.run(threading.Event())
+    finally:
+        elapsed = time.perf_counter() - start
+        stop.set()
+        sampler.join()
+        if publisher is not None:
+            publisher.flush(timeout=10)
+            publisher.stop(flush_timeout=0)
+    samples.append((summary.frames, _status_mb("VmRSS")))
     result = {
         "artifact": str(artifact), "model": detector.manifest.model, "input": list(detector.manifest.input.shape),
-        "frames": summary.frames, "inference_fps": round(inference_fps, 3),
+        "frames": summary.frames, "published_to": mqtt, "inference_fps": round(inference_fps, 3),
         "end_to_end_fps": round(summary.frames / elapsed, 3),
         "ratio": round(summary.frames / elapsed / inference_fps, 3),
-        "rss_mb": {"after_10pct": round(rss[0], 1), "end": round(rss[-1], 1), "growth": round(rss[-1] - rss[0], 1)},
+        "rss_mb": memory_trend(samples, summary.frames),
         "peak_rss_mb": round(_status_mb("VmHWM"), 1),
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -167,13 +201,18 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct:
     (out / "loop.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "loop.md").write_text(
         f"# edge loop benchmark ({result['date']})\n\n{result['machine']['cpu']}, {result['machine']['cores']} cores\n\n"
-        "| model | input | frames | inference fps | end-to-end fps | ratio | RSS after 10% | RSS end | peak RSS |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
+        "| model | input | frames | inference fps | end-to-end fps | ratio | RSS after 10% | RSS half way | "
+        "RSS end | growth, 2nd half | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
         f"| {result['model']} | {result['input'][2]}x{result['input'][3]} | {result['frames']} | "
         f"{result['inference_fps']} | {result['end_to_end_fps']} | {result['ratio']} | "
-        f"{result['rss_mb']['after_10pct']} MB | {result['rss_mb']['end']} MB | {result['peak_rss_mb']} MB |\n"
+        f"{result['rss_mb']['after_10pct']} MB | {result['rss_mb']['middle']} MB | {result['rss_mb']['end']} MB | "
+        f"{result['rss_mb']['mb_per_1000_frames_second_half']:+.2f} MB per 1,000 frames | "
+        f"{result['peak_rss_mb']} MB |\n"
+        + (f"\nCounts published to {mqtt} through the durable outbox, as `edgecv run` does.\n" if mqtt else
+           "\nNo publishing (pass --mqtt URL to include it).\n")
         + ("" if not viewer_frames else
            "\nWeb view cost (interleaved rounds of {frames_per_round} frames, preview capped at {preview_fps_cap} "
            "fps): {fps_without_viewer} fps without a viewer, {fps_with_viewer} fps with one watching the live "
            "video ({slowdown_pct}% slower; {pictures_received} pictures received).\n".format(**result["viewer"])))
     return result
+

@@ -17,6 +17,7 @@ from edgecv.edge.annotate import VideoSink, annotate
 from edgecv.edge.config import RunConfig
 from edgecv.edge.counting import Counter, Counts, GroupMap
 from edgecv.edge.detector import Detector
+from edgecv.edge.memory import pin_mmap_threshold
 from edgecv.edge.payloads import counts_message, dlr_message, encode, event_message, stats_message
 from edgecv.edge.sources import Source
 from edgecv.edge.stats import LoopStats
@@ -162,6 +163,7 @@ class EdgeLoop:
             self._guard("progress", self.progress.update, self)
 
     def run(self, stop: threading.Event) -> Summary:
+        pin_mmap_threshold()  # frame-sized buffers in their own mappings: memory stays flat over long runs
         last = None
         try:
             for frame in self._frames(stop):
@@ -221,3 +223,13 @@ def default_outbox(device: str, configured: Path | None) -> Path:
     """Where a device's unacknowledged messages wait: ``<outbox folder>/<device>.sqlite``."""
     base = Path(configured) if configured else Path.home() / ".cache" / "edgecv" / "outbox"
     return base / f"{device}.sqlite"
+
+
+def open_publisher(config: RunConfig):
+    """The MQTT publisher ``config`` asks for (started, with its durable outbox), or None without ``mqtt``."""
+    if config.mqtt is None:
+        return None
+    from edgecv.edge.mqtt import MqttPublisher
+    from edgecv.edge.outbox import Outbox
+
+    return MqttPublisher(config.mqtt, config.device, Outbox(default_outbox(config.device, config.mqtt.outbox))).start()

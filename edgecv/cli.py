@@ -82,7 +82,7 @@ def _cmd_run(args) -> int:
     from edgecv.edge.annotate import VideoSink
     from edgecv.edge.config import load_config
     from edgecv.edge.detector import Detector
-    from edgecv.edge.loop import EdgeLoop, ProgressLine, default_outbox
+    from edgecv.edge.loop import EdgeLoop, ProgressLine, open_publisher
     from edgecv.edge.sources import open_source
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -93,13 +93,7 @@ def _cmd_run(args) -> int:
         return 0
     detector = Detector(args.artifact, config.detect, backend=args.backend)
     source = open_source(args.source, realtime=args.realtime)
-    publisher = None
-    if config.mqtt is not None:
-        from edgecv.edge.mqtt import MqttPublisher
-        from edgecv.edge.outbox import Outbox
-
-        outbox = Outbox(default_outbox(config.device, config.mqtt.outbox))
-        publisher = MqttPublisher(config.mqtt, config.device, outbox).start()
+    publisher = open_publisher(config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -158,7 +152,14 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 def _cmd_bench_loop(args) -> int:
     from edgecv.edge.benchmark import run_benchmark
 
-    result = run_benchmark(args.artifact, args.video, args.frames, args.out, viewer_frames=args.viewer_frames)
+    def progress(done: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{done:,}/{args.frames:,} frames", end="", file=sys.stderr, flush=True)
+
+    result = run_benchmark(args.artifact, args.video, args.frames, args.out, viewer_frames=args.viewer_frames,
+                           mqtt=args.mqtt, progress=progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -168,6 +169,7 @@ def _add_bench_loop(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video", required=True, type=Path, help="video whose frames are cycled")
     p.add_argument("--frames", type=int, default=1000, help="frames to run (default 1000)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="where loop.json/loop.md go")
+    p.add_argument("--mqtt", metavar="URL", help="also publish the counts to this broker, as `edgecv run` does")
     p.add_argument("--viewer-frames", type=int, default=0, metavar="N",
                    help="also measure the web view's cost: rounds of N frames without and with a live viewer")
 

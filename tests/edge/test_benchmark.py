@@ -10,16 +10,28 @@ from conftest import run_cli
 
 @pytest.mark.slow
 @pytest.mark.tvm
-def test_bench_loop_measures_loop_memory_and_viewer_cost(detector_artifact, opencv_data, tmp_path):
+def test_bench_loop_measures_loop_memory_and_viewer_cost(detector_artifact, opencv_data, broker, tmp_path):
+    from broker import Subscriber
+
+    sub = Subscriber(broker.port, "edgecv/bench/counts")
     result = run_cli("bench-loop", "--artifact", detector_artifact, "--video", opencv_data / "vtest.avi",
-                     "--frames", 12, "--viewer-frames", 6, "--out", tmp_path, timeout=600)
+                     "--frames", 12, "--viewer-frames", 6, "--mqtt", broker.url, "--out", tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     saved = json.loads((tmp_path / "loop.json").read_text())
     assert saved == json.loads(result.stdout)
     assert saved["frames"] == 12 and saved["model"] == "ssd_512_mobilenet1.0_voc"
     assert 0 < saved["end_to_end_fps"] and 0 < saved["inference_fps"]
     assert saved["ratio"] == pytest.approx(saved["end_to_end_fps"] / saved["inference_fps"], abs=2e-3)
-    assert saved["peak_rss_mb"] >= saved["rss_mb"]["end"] > 50
+    memory = saved["rss_mb"]
+    assert saved["peak_rss_mb"] >= memory["end"] > 50
+    frames = [f for f, _ in memory["curve"]]
+    assert frames[0] == 0 and frames[-1] == 12 and frames == sorted(frames)
+    assert memory["end"] == memory["curve"][-1][1] and memory["growth"] == pytest.approx(
+        memory["end"] - memory["after_10pct"], abs=0.11)
+    assert saved["published_to"] == broker.url
+    assert sub.wait_for(lambda messages: messages, timeout=10), "the loop published nothing"
+    sub.close()
+    assert sub.json("/counts")[-1]["frame"] >= 1
     viewer = saved["viewer"]
     assert viewer["rounds"] == 2 and viewer["frames_per_round"] == 6
     assert viewer["fps_without_viewer"] > 0 and viewer["fps_with_viewer"] > 0
@@ -27,3 +39,15 @@ def test_bench_loop_measures_loop_memory_and_viewer_cost(detector_artifact, open
     assert viewer["slowdown_pct"] == pytest.approx(
         100 * (1 - viewer["fps_with_viewer"] / viewer["fps_without_viewer"]), abs=0.05)
     assert "Web view cost" in (tmp_path / "loop.md").read_text()
+
+
+def test_memory_trend_reads_growth_over_the_second_half():
+    from edgecv.edge.benchmark import memory_trend
+
+    flat = memory_trend([(f, 200.0 + (10.0 if f >= 100 else f / 10)) for f in range(0, 1001, 10)], 1000)
+    assert flat["after_10pct"] == 210.0 and flat["middle"] == flat["end"] == 210.0
+    assert flat["growth_second_half"] == 0 and flat["mb_per_1000_frames_second_half"] == 0
+    leaking = memory_trend([(f, 200.0 + f / 100) for f in range(0, 1001, 10)], 1000)
+    assert leaking["growth_second_half"] == 5.0
+    assert leaking["mb_per_1000_frames_second_half"] == pytest.approx(10.0)
+    assert len(leaking["curve"]) == 21 and leaking["curve"][-1] == (1000, 210.0)
