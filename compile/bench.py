@@ -244,9 +244,24 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     report = {"model": model, "target": target, "input_shape": list(manifest.input.shape), "weights":
               weights.describe(), "image": str(image or DEFAULT_IMAGE), "rounds": rounds, "threads": threads,
               "gflop_per_frame": round(gflop, 3), "machine": machine(),
+              "tuning_records": records_summary(records) if "tuned" in artifacts else None,
               "results": [results[b].row(gflop) for b in backends]}
     write_report(report, Path(out))
     return report
+
+
+def records_summary(records: Path) -> dict:
+    """What the tvm-tuned artifact was tuned with: the records folder, and where and how it was tuned."""
+    from edgecv.compile.tune import METADATA
+
+    meta = json.loads((records / METADATA).read_text()) if (records / METADATA).is_file() else {}
+    tasks = meta.get("tasks", {})
+    sessions = meta.get("sessions", [])
+    return {"folder": f"{records.parent.name}/{records.name}",
+            "tasks_with_records": sum(1 for t in tasks.values() if t.get("best_us")),
+            "trials": sum(t.get("trials", 0) for t in tasks.values()),
+            "tuned_on": sorted({f"{s['machine']['cpu']} ({s['machine'].get('llvm_cpu')})" for s in sessions
+                                if s.get("machine")})}
 
 
 def _ratio(rows: dict, a: str, b: str) -> str | None:
@@ -265,7 +280,10 @@ def write_report(report: dict, out: Path) -> None:
              f"{m['cpu']} (LLVM: {m['llvm_cpu']}), {m['cores']} cores, Python {m['python']}; "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".",
              f"Input {report['input_shape']}, weights {report['weights']}, {report['rounds']} interleaved rounds, "
-             f"{report['gflop_per_frame']} GFLOP per frame.", "",
+             f"{report['gflop_per_frame']} GFLOP per frame."
+             + ("" if not report.get("tuning_records") else
+                " tvm-tuned: records {folder} ({tasks_with_records} tasks, {trials} trials, tuned on {on}).".format(
+                    on=", ".join(report["tuning_records"]["tuned_on"]) or "?", **report["tuning_records"])), "",
              "| backend | p50 ms | p90 ms | p99 ms | fps | GFLOP/s | load s | peak RSS MB | disk MB | max abs diff "
              "| detections (matched) | end-to-end fps |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:

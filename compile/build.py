@@ -13,6 +13,8 @@ def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]
     The weights go to ``params_file`` (an uncompressed .npz, in the order ``main`` takes them), not into
     the library: a library with embedded constants costs about three times their size in memory when
     loaded (the mapped file, the deserialised blob, the tensors); separate, they are read once.
+    With records tuned for pre-packed weights (``records_prepacked``), the weights are stored already in the
+    layouts the tuned kernels chose: the layout transforms run here, once, not on the device.
     """
     import numpy as np
 
@@ -20,17 +22,62 @@ def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]
 
     fcompile = target.fcompile()  # fails early, before the slow part, if the cross g++ is missing
     mod, params = import_onnx(onnx_path, input_name, input_shape)
-    np.savez(params_file, **{f"p{i:04d}": p.numpy() for i, p in enumerate(params)})
     spec = target.tvm_target()
     tvm_target = tvm.target.Target(spec)
     if records is not None:
-        log(f"applying tuning records from {records}")
-        executable = tvm.compile(mod, target=tvm_target, relax_pipeline=tuned_pipeline(tvm_target, records))
+        prepack = records_prepacked(records)
+        log(f"applying tuning records from {records}" + (" (weights pre-packed)" if prepack else ""))
+        executable, params = _compile_tuned(mod, params, tvm_target, records, prepack)
     else:
         executable = tvm.compile(mod, target=tvm_target)
+    np.savez(params_file, **{f"p{i:04d}": p.numpy() for i, p in enumerate(params)})
     log(f"linking {library.name} for {target.arch}" + (f" with {target.cross_compiler}" if fcompile else ""))
     executable.export_library(str(library), fcompile=fcompile) if fcompile else executable.export_library(str(library))
     return spec
+
+
+def _compile_tuned(mod, params: list, tvm_target, records: Path, prepack: bool):
+    """The executable with the records applied, and the weights it takes (re-laid out when pre-packed).
+
+    Pre-packing lifts the weight layout transforms into ``main_transform_params``: that function is built for
+    this machine's generic CPU and run here on the weights, and left out of the library the device loads.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    staged = apply_records(mod, tvm_target, records, prepack)
+    if prepack:
+        host = tvm.target.Target({"kind": "llvm"})
+        transform = relax.transform.DeadCodeElimination(["main_transform_params"])(_only(staged, "main_transform_params"))
+        vm = relax.VirtualMachine(tvm.compile(transform, target=host), tvm.cpu())
+        params = list(vm["main_transform_params"](params))
+        staged = relax.transform.DeadCodeElimination(["main"])(_only(staged, "main"))
+    # (relax.pipeline.dataflow_lower_passes fails in TVM 0.27: cpu_generic doesn't export it)
+    lower = tvm.transform.Sequential([*cpu.dataflow_lower_passes(tvm_target), *cpu.finalize_passes(tvm_target)])
+    return tvm.compile(staged, target=tvm_target, relax_pipeline=lower), params
+
+
+def _only(mod, name: str):
+    """``mod`` without the Relax functions other than ``name`` (their PrimFuncs go with dead-code elimination)."""
+    import tvm
+    from tvm import relax
+
+    return tvm.IRModule({gv: f for gv, f in mod.functions.items()
+                         if not isinstance(f, relax.Function) or gv.name_hint == name}, attrs=mod.attrs)
+
+
+def records_prepacked(records: Path) -> bool:
+    """Whether a records folder was tuned with the weights' layouts free (``edgecv tune`` writes such folders
+    for targets it compiles on the machine itself); older folders were not, and are applied as they were."""
+    import base64
+    import json
+
+    workloads = Path(records) / "database_workload.json"
+    lines = workloads.read_text().splitlines() if workloads.is_file() else []
+    # each line: [structural hash, base64 of the serialised PrimFunc]; a tuned-for-prepacking one carries the
+    # attribute marking its weights' layouts free
+    return any(b"layout_free_buffers" in base64.b64decode(json.loads(line)[1]) for line in lines if line.strip())
 
 
 def import_onnx(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]):
@@ -48,19 +95,17 @@ def import_onnx(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]):
     return mod, list(params.get("main", []))
 
 
-def tuned_pipeline(tvm_target, records: Path):
-    """The Relax pipeline that applies a MetaSchedule database: the CPU backend's default pipeline with
-    ``static_shape_tuning_pipeline(total_trials=0)`` (fuse, then apply the records) in place of its
-    legalize-and-fuse step. That pipeline alone stops before lowering (VM codegen then fails on ``call_tir``).
-    ``edgecv tune`` extracts its tasks after the same passes (``tune.extract_tasks``)."""
+def apply_records(mod, tvm_target, records: Path, prepack: bool):
+    """``mod`` fused, with the records' schedules applied (and the weight layout transforms lifted into
+    ``main_transform_params`` when ``prepack``), not yet lowered: the CPU backend's library dispatch, then
+    ``static_shape_tuning_pipeline(total_trials=0)`` in place of the default legalize-and-fuse step. ``edgecv
+    tune`` extracts its tasks after the same passes (``tune.extract_tasks``), so every record is found."""
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu  # every edgecv target is an LLVM CPU
 
-    # (relax.pipeline.dataflow_lower_passes fails in TVM 0.27: cpu_generic doesn't export it)
-    return tvm.transform.Sequential([
-        *cpu.library_dispatch_passes(tvm_target),
-        relax.pipeline.static_shape_tuning_pipeline(total_trials=0, target=tvm_target, work_dir=str(records)),
-        *cpu.dataflow_lower_passes(tvm_target),
-        *cpu.finalize_passes(tvm_target),
-    ])
+    with tvm_target:
+        return tvm.transform.Sequential([
+            *cpu.library_dispatch_passes(tvm_target),
+            relax.pipeline.static_shape_tuning_pipeline(total_trials=0, target=tvm_target, work_dir=str(records),
+                                                        cpu_weight_prepack=prepack)])(mod)

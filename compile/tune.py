@@ -105,12 +105,13 @@ def export_shared_library(rt_mod, cross_compiler: str | None = None) -> str:
 
 # ---- Tasks ----
 
-def extract_tasks(mod, target) -> list[Task]:
+def extract_tasks(mod, target, prepack: bool) -> list[Task]:
     """The tasks ``static_shape_tuning_pipeline`` would tune in ``mod``, heaviest first, huge fused ones marked skip.
 
-    The passes are the ones ``build.tuned_pipeline`` runs before ``MetaScheduleApplyDatabase``: the backend's
+    The passes are the ones ``build.apply_records`` runs before ``MetaScheduleApplyDatabase``: the backend's
     library dispatch, then what ``static_shape_tuning_pipeline`` runs before ``MetaScheduleTuneIRMod``
-    (tvm/relax/pipeline.py, ``cpu_weight_prepack=False``), so each task is the PrimFunc compile will look up.
+    (tvm/relax/pipeline.py), so each task is the PrimFunc compile will look up. With ``prepack`` the weights'
+    layouts are marked free, so the search also chooses how each convolution's weights are laid out.
     """
     import tvm
     from tvm import relax
@@ -123,7 +124,8 @@ def extract_tasks(mod, target) -> list[Task]:
         lowered = tvm.transform.Sequential([*cpu.library_dispatch_passes(target),
                                             relax.transform.DecomposeOpsForInference(),
                                             relax.transform.CanonicalizeBindings(),
-                                            relax.pipeline.zero_pipeline()])(mod)
+                                            relax.pipeline.zero_pipeline(),
+                                            *([relax.transform.AttachAttrLayoutFreeBuffers()] if prepack else [])])(mod)
     tasks = []
     for extracted in ms.relax_integration.extract_tasks(lowered, target):
         task_mod = extracted.dispatched[0]
@@ -170,12 +172,13 @@ def applied_tasks(mod, target, records: Path) -> set[str]:
     """The functions ``edgecv compile`` schedules from ``records``: proof the database is laid out as it reads it."""
     import tvm
 
-    from edgecv.compile.build import tuned_pipeline
+    from edgecv.compile.build import apply_records, records_prepacked
 
-    with target:
-        lowered = tuned_pipeline(target, records)(mod)
-    return {gv.name_hint for gv, func in lowered.functions.items()
-            if isinstance(func, tvm.tirx.PrimFunc) and func.attrs and "tirx.is_scheduled" in func.attrs}
+    staged = apply_records(mod, target, records, records_prepacked(records))
+    scheduled = {gv.name_hint for gv, func in staged.functions.items()
+                 if isinstance(func, tvm.tirx.PrimFunc) and func.attrs and "tirx.is_scheduled" in func.attrs}
+    # pre-packing splits a task into "<task>_prepacked" and its weights' layout transform "<task>_weight_prepack"
+    return {name.removesuffix("_prepacked") for name in scheduled if not name.endswith("_weight_prepack")}
 
 
 # ---- The records folder ----
@@ -330,7 +333,7 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
     """Tune ``model`` for ``target`` into ``records`` (default: the shipped folder compile looks in)."""
     import tvm
 
-    from edgecv.compile.build import import_onnx
+    from edgecv.compile.build import import_onnx, records_prepacked
     from edgecv.compile.gluon import load_source_model
     from edgecv.compile.onnx_export import export_onnx
     from edgecv.compile.pipeline import cache_root
@@ -351,11 +354,16 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
     with progress(f"loading {spec.name} in MXNet ({what}; records don't depend on the weights)"):
         source = load_source_model(spec, weights, input_size, progress.log)
     tvm_target = tvm.target.Target(preset.tvm_target())
-    with progress(f"exporting to ONNX and extracting the tuning tasks for {preset.name} ({tvm_target})"):
+    # new folders are tuned with the weights' layouts free (pre-packed at compile time: measured faster); a
+    # folder tuned before that keeps its kind, so resuming it adds records its compile can use
+    prepack = records_prepacked(records) or not (records / "database_workload.json").is_file() \
+        or not (records / "database_workload.json").stat().st_size
+    with progress(f"exporting to ONNX and extracting the tuning tasks for {preset.name} ({tvm_target})"
+                  + (", weights pre-packed" if prepack else ", weights as the model has them")):
         with tempfile.TemporaryDirectory(prefix="edgecv-tune-") as work:
             onnx_path = export_onnx(source, Path(work) / "model.onnx")
             mod, _ = import_onnx(onnx_path, "data", source.input_shape)
-        tasks = extract_tasks(mod, tvm_target)
+        tasks = extract_tasks(mod, tvm_target, prepack)
     load_tensor_intrinsics(tvm_target)
     from tvm.s_tir import meta_schedule as ms
 
@@ -364,7 +372,9 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
     logs.mkdir(parents=True, exist_ok=True)
     _quiet_meta_schedule(logs / "tune.log")
     builder, runner = _builder_runner(preset, rpc)
-    run = _Run(tvm_target, records, Metadata(records / METADATA, spec.name, source.input_shape),
+    meta = Metadata(records / METADATA, spec.name, source.input_shape)
+    meta.data["weight_prepack"] = prepack
+    run = _Run(tvm_target, records, meta,
                ms.database.JSONDatabase(work_dir=str(records)), builder, runner,
                "local" if rpc is None else f"rpc {rpc[2]}@{rpc[0]}:{rpc[1]}", progress, start)
     try:

@@ -22,6 +22,7 @@ def test_bench_measures_every_backend_side_by_side(tmp_path, opencv_data):
     jsonschema.validate(report, schema)
     rows = {r["backend"]: r for r in report["results"]}
     assert rows["tvm-tuned"]["status"] == "skipped" and "edgecv tune" in rows["tvm-tuned"]["reason"]
+    assert report["tuning_records"] is None
     ran = [r for r in report["results"] if r["status"] == "ok"]
     assert {r["backend"] for r in ran} == {"mxnet", "mxnet-hybrid", "onnxruntime", "tvm"}
     for r in ran:  # the summary numbers come from the measured rounds, not from anywhere else
@@ -40,3 +41,16 @@ def test_bench_measures_every_backend_side_by_side(tmp_path, opencv_data):
 def test_unknown_backend_is_one_clear_line(tmp_path):
     result = run_cli("bench", "ssd_512_mobilenet1.0_voc", "--backends", "tvm,caffe", "--out", tmp_path)
     assert result.returncode == 2 and "unknown backend(s) caffe" in result.stderr
+
+
+def test_records_summary_says_what_the_tuned_artifact_applied():
+    from edgecv.compile.bench import records_summary
+    from edgecv.compile.pipeline import records_root
+
+    records = records_root("ssd_512_mobilenet1.0_voc", None, 512) / "x86-64-v3"
+    summary = records_summary(records)
+    meta = json.loads((records / "edgecv-tuning.json").read_text())
+    assert summary["folder"] == "ssd_512_mobilenet1.0_voc/x86-64-v3"
+    assert summary["tasks_with_records"] == sum(1 for t in meta["tasks"].values() if t.get("best_us")) > 30
+    assert summary["trials"] >= 32 * summary["tasks_with_records"]
+    assert summary["tuned_on"] and all("AMD" in m or "Intel" in m for m in summary["tuned_on"])

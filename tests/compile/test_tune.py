@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from edgecv.compile.build import records_prepacked
 from edgecv.compile.pipeline import X86_RECORDS, find_shipped_records, records_levels
 from edgecv.edge.artifact import read_manifest
 
@@ -175,7 +176,8 @@ def test_rpc_tuning_writes_records_that_compile_applies(tiny_checkpoint, rpc_boa
     meta = json.loads((records / "edgecv-tuning.json").read_text())
     assert meta["sessions"][0]["runner"] == f"rpc {key}@{tracker}"
     assert meta["tasks"][tuned]["trials"] == 4 and meta["tasks"][tuned]["best_us"] > 0
-    # compile's own pipeline schedules exactly that function from the database
+    # tuned with the weights' layouts free; compile's own pipeline schedules exactly that function from the database
+    assert meta["weight_prepack"] is True and records_prepacked(records)
     assert summary["applied_by_compile"] == [tuned]
 
     # compiled with the records vs with an empty database (the same pipeline otherwise): a different library,
@@ -189,6 +191,7 @@ def test_rpc_tuning_writes_records_that_compile_applies(tiny_checkpoint, rpc_boa
                          "--tuning-records", folder, "--verify", "--no-cache")
         assert result.returncode == 0, result.stderr[-3000:]
         assert "with tuning records" in result.stderr
+        assert ("weights pre-packed" in result.stderr) == (name == "tuned")
         lines = [line for line in result.stdout.splitlines() if line.startswith(("ok ", "FAIL"))]
         assert lines and all(line.startswith("ok ") for line in lines), result.stdout
         manifest = read_manifest(out)
