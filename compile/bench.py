@@ -51,6 +51,7 @@ class BackendResult:
     detections_matched: int | None = None
     same_classes: bool | None = None
     end_to_end_fps: float | None = None
+    end_to_end_peak_rss_mb: float | None = None   # the whole `edgecv run` process (video, loop, backend)
 
     def row(self, gflop: float | None) -> dict:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else None
@@ -65,7 +66,8 @@ class BackendResult:
                 "disk_mb": None if self.disk_mb is None else round(self.disk_mb, 1),
                 "max_abs_diff": self.max_abs_diff, "detections": self.detections,
                 "detections_matched": self.detections_matched, "same_classes": self.same_classes,
-                "end_to_end_fps": self.end_to_end_fps, "latencies_ms": [round(v, 3) for v in self.latencies_ms]}
+                "end_to_end_fps": self.end_to_end_fps, "end_to_end_peak_rss_mb": self.end_to_end_peak_rss_mb,
+                "latencies_ms": [round(v, 3) for v in self.latencies_ms]}
 
 
 def _tree_mb(path: Path) -> float:
@@ -143,13 +145,15 @@ class _Worker:
         return self.read()
 
 
-def _e2e_fps(backend: str, artifact: Path, frames: int) -> float | None:
+def _e2e(backend: str, artifact: Path, frames: int) -> tuple[float | None, float | None]:
+    """`edgecv run` on the sample video with this backend: its frames/s and its process's peak RSS (MB)."""
     result = subprocess.run([sys.executable, "-m", "edgecv", "run", "--artifact", str(artifact), "--source",
                              str(VIDEO), "--max-frames", str(frames), "--backend",
                              "tvm" if backend.startswith("tvm") else backend], capture_output=True, text=True)
     if result.returncode != 0:
-        return None
-    return json.loads(result.stdout.strip().splitlines()[-1])["fps"]
+        return None, None
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    return summary["fps"], summary["peak_rss_mb"]
 
 
 def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | None = None,
@@ -240,7 +244,7 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
                            }.get(b, [manifest.library, manifest.params])
             res.disk_mb = sum(_package_mb(p) for p in _PACKAGES[b]) + sum(_tree_mb(art / f) for f in model_files)
             if e2e_frames:
-                res.end_to_end_fps = _e2e_fps(b, art, e2e_frames)
+                res.end_to_end_fps, res.end_to_end_peak_rss_mb = _e2e(b, art, e2e_frames)
     report = {"model": model, "target": target, "input_shape": list(manifest.input.shape), "weights":
               weights.describe(), "image": str(image or DEFAULT_IMAGE), "rounds": rounds, "threads": threads,
               "gflop_per_frame": round(gflop, 3), "machine": machine(),
@@ -285,16 +289,17 @@ def write_report(report: dict, out: Path) -> None:
                 " tvm-tuned: records {folder} ({tasks_with_records} tasks, {trials} trials, tuned on {on}).".format(
                     on=", ".join(report["tuning_records"]["tuned_on"]) or "?", **report["tuning_records"])), "",
              "| backend | p50 ms | p90 ms | p99 ms | fps | GFLOP/s | load s | peak RSS MB | disk MB | max abs diff "
-             "| detections (matched) | end-to-end fps |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| detections (matched) | end-to-end fps | end-to-end peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['backend']} | skipped: {r['reason']} |||||||||||")
+            lines.append(f"| {r['backend']} | skipped: {r['reason']} ||||||||||||")
             continue
         dets = "" if r["detections"] is None else f"{r['detections']} ({r['detections_matched']})"
         diff = "" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
         lines.append(f"| {r['backend']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['fps']} | "
                      f"{r['gflops_per_s']} | {r['load_s']} | {r['peak_rss_mb']} | {r['disk_mb']} | {diff} | {dets} | "
-                     f"{r['end_to_end_fps'] or ''} |")
+                     f"{r['end_to_end_fps'] or ''} | {r.get('end_to_end_peak_rss_mb') or ''} |")
     lines += ["", "p50 latency ratios (below 1: the compiled artifact is faster):", ""]
     lines += [f"- {t} / {b}: {_ratio(rows, t, b)}" for t in ("tvm", "tvm-tuned") for b in ("mxnet-hybrid", "onnxruntime")
               if _ratio(rows, t, b)]

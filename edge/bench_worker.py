@@ -12,13 +12,7 @@ import time
 
 import numpy as np
 
-
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from edgecv.edge.memory import status_mb
 
 
 def main() -> int:
@@ -50,7 +44,7 @@ def main() -> int:
         elif command == "quit":
             break
     np.savez(args.outputs, **(outputs or {}))
-    print(json.dumps({"peak_rss_mb": _peak_rss_mb()}), flush=True)
+    print(json.dumps({"peak_rss_mb": status_mb("VmHWM")}), flush=True)
     return 0
 
 

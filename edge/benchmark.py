@@ -12,14 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _status_mb(field: str) -> float:
-    """A memory line of /proc/self/status in MB: VmRSS (now) or VmHWM (peak)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from edgecv.edge.memory import status_mb
 
 
 def cpu_name() -> str:
@@ -163,12 +156,12 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct:
     config = RunConfig(device="bench", **({"mqtt": {"url": mqtt}} if mqtt else {}))
     publisher = open_publisher(config)
     loop = EdgeLoop(config, detector, _Cycle(images, frames), publisher)
-    samples: list[tuple[int, float]] = [(0, _status_mb("VmRSS"))]
+    samples: list[tuple[int, float]] = [(0, status_mb("VmRSS"))]
     stop = threading.Event()
 
     def sample():
         while not stop.wait(0.5):
-            samples.append((loop.stats.frames, _status_mb("VmRSS")))
+            samples.append((loop.stats.frames, status_mb("VmRSS")))
             if progress is not None:
                 progress(loop.stats.frames)
 
@@ -184,14 +177,14 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct:
         if publisher is not None:
             publisher.flush(timeout=10)
             publisher.stop(flush_timeout=0)
-    samples.append((summary.frames, _status_mb("VmRSS")))
+    samples.append((summary.frames, status_mb("VmRSS")))
     result = {
         "artifact": str(artifact), "model": detector.manifest.model, "input": list(detector.manifest.input.shape),
         "frames": summary.frames, "published_to": mqtt, "inference_fps": round(inference_fps, 3),
         "end_to_end_fps": round(summary.frames / elapsed, 3),
         "ratio": round(summary.frames / elapsed / inference_fps, 3),
         "rss_mb": memory_trend(samples, summary.frames),
-        "peak_rss_mb": round(_status_mb("VmHWM"), 1),
+        "peak_rss_mb": round(status_mb("VmHWM"), 1),
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -22,3 +22,15 @@ def pin_mmap_threshold() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     except (OSError, AttributeError):
         return False
+
+
+def status_mb(field: str = "VmHWM") -> float:
+    """A memory line of /proc/self/status in MB: ``VmHWM`` (peak resident, the default) or ``VmRSS`` (now)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0

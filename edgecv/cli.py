@@ -83,6 +83,7 @@ def _cmd_run(args) -> int:
     from edgecv.edge.config import load_config
     from edgecv.edge.detector import Detector
     from edgecv.edge.loop import EdgeLoop, ProgressLine, open_publisher
+    from edgecv.edge.memory import status_mb
     from edgecv.edge.sources import open_source
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -122,7 +123,8 @@ def _cmd_run(args) -> int:
                   f"{publisher.outbox.path}; they are sent on the next run", file=sys.stderr)
     c = summary.counts
     print(json.dumps({"frames": summary.frames, "fps": round(summary.fps, 2), "dropped": summary.dropped,
-                      "errors": summary.errors, "counts": None if c is None else {
+                      "errors": summary.errors, "peak_rss_mb": round(status_mb("VmHWM"), 1),
+                      "counts": None if c is None else {
                           "people": c.people, "goods": c.goods, "people_in": c.people_in,
                           "people_out": c.people_out, "zones": c.zones, "goods_types": c.goods_types}}))
     return 0

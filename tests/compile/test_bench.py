@@ -29,9 +29,11 @@ def test_bench_measures_every_backend_side_by_side(tmp_path, opencv_data):
         assert len(r["latencies_ms"]) == 4
         assert r["p50_ms"] == pytest.approx(np.percentile(r["latencies_ms"], 50), abs=0.01)
         assert r["end_to_end_fps"] and r["end_to_end_fps"] > 0
+        assert r["end_to_end_peak_rss_mb"] > 100  # Python, OpenCV, the loop and the backend, in `edgecv run`
         assert r["detections"] == r["detections_matched"] and r["same_classes"]
         assert r["max_abs_diff"] < 1.0  # boxes in input pixels, scores in [0, 1]
     assert len({r["peak_rss_mb"] for r in ran}) == len(ran), "each backend's memory is measured in its own process"
+    assert rows["tvm"]["end_to_end_peak_rss_mb"] < rows["mxnet"]["end_to_end_peak_rss_mb"]
     assert rows["mxnet"]["max_abs_diff"] == 0.0
     assert report["machine"]["cores"] >= 1 and report["gflop_per_frame"] > 0
     assert (out / "bench-ssd_512_mobilenet1.0_voc-x86_64.md").read_text().count("|") > 20

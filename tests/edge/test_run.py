@@ -52,6 +52,7 @@ def test_run_on_vtest_publishes_valid_counts(broker, detector_artifact, opencv_d
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["frames"] == 12 and summary["errors"] == 0
+    assert 50 < summary["peak_rss_mb"] < 2000  # the process's own peak, reported for memory checks
     assert sub.wait_for(lambda m: any(p == b"offline" for t, p, _ in m if t == "edgecv/cam1/status"))
     counts, stats = sub.json("/cam1/counts"), sub.json("/cam1/stats")
     assert counts and stats
