@@ -35,6 +35,7 @@ SCHEMA = "edgecv.tuning/1"
 MAX_FUSED_BLOCKS = 8              # more blocks: a fused decoder/concat function, left untuned
 TRIALS_PER_BATCH = 16             # candidates measured per search round; the cost model learns between rounds
 INVALID_SECONDS = 1e9             # MetaSchedule records a failed build or run as 1e10 s or more
+NOT_WORTH_SECONDS = 2e-6          # untuned, all calls of a task take less (a no-op reshape): not tuned
 
 
 @dataclass
@@ -183,8 +184,11 @@ def applied_tasks(mod, target, records: Path) -> set[str]:
 
 # ---- The records folder ----
 
-def compact(records: Path) -> None:
-    """Keep only the best record of each workload (what compile applies): the shipped folder stays small."""
+def compact(records: Path, slower: list[Task] = ()) -> None:
+    """Keep only the best record of each workload (what compile applies): the shipped folder stays small. The
+    tasks in ``slower``, whose best record runs slower than no schedule at all (a no-op reshape given a
+    parallel loop), lose their records: compile then leaves them as they are."""
+    import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
     from edgecv.compile.pipeline import RECORDS_DB
@@ -192,9 +196,19 @@ def compact(records: Path) -> None:
     if not (records / RECORDS_DB[1]).is_file():
         return
     with tempfile.TemporaryDirectory(prefix=".compact-", dir=records) as tmp:
-        ms.database.JSONDatabase(work_dir=str(records)).dump_pruned(ms.database.JSONDatabase(work_dir=tmp))
+        (Path(tmp) / "pruned").mkdir()
+        (Path(tmp) / "kept").mkdir()
+        pruned = ms.database.JSONDatabase(work_dir=str(Path(tmp) / "pruned"))
+        ms.database.JSONDatabase(work_dir=str(records)).dump_pruned(pruned)
+        kept = ms.database.JSONDatabase(work_dir=str(Path(tmp) / "kept"))
+        for record in pruned.get_all_tuning_records():
+            if any(tvm_ffi.structural_equal(record.workload.mod, task.mod) for task in slower):
+                continue
+            kept.commit_tuning_record(ms.database.TuningRecord(
+                record.trace, kept.commit_workload(record.workload.mod), record.run_secs, record.target,
+                record.args_info))
         for name in RECORDS_DB:
-            os.replace(Path(tmp) / name, records / name)
+            os.replace(Path(tmp) / "kept" / name, records / name)
 
 
 def machine() -> dict:
@@ -408,12 +422,19 @@ def _time_untuned(run: _Run, tasks: list[Task], resume: bool) -> None:
         for t in todo:
             if t.untuned is not None:
                 run.meta.data["tasks"].setdefault(t.name, {})["untuned_us"] = round(t.untuned * 1e6, 3)
+        for t in tasks:
+            if t.skip is None and t.untuned is not None and t.untuned * t.calls < NOT_WORTH_SECONDS:
+                t.skip = "nothing to gain: it takes almost no time untuned"
         tasks.sort(key=Task.priority)
         run.meta.data["skipped"] = {t.name: t.skip for t in tasks if t.skip}
+        trivial = [t.name for t in tasks if t.skip and t.skip.startswith("nothing to gain")]
         for t in tasks:
-            if t.skip:
+            if t.skip and t.name not in trivial:
                 cost = "" if t.untuned is None else f", {_ms(t.untuned * t.calls)} untuned"
                 run.progress.log(f"not tuned: {t.name[:60]}{'...' if len(t.name) > 60 else ''} ({t.skip}{cost})")
+        if trivial:
+            run.progress.log(f"not tuned: {len(trivial)} tasks that take almost no time untuned "
+                             f"({', '.join(trivial[:4])}{', ...' if len(trivial) > 4 else ''})")
 
 
 def _tune_tasks(run: _Run, tasks: list[Task], preset: TargetPreset, trials: int, minutes: float | None,
@@ -442,6 +463,10 @@ def _tune_tasks(run: _Run, tasks: list[Task], preset: TargetPreset, trials: int,
                 label = f"task {i}/{len(tunable)} {task.name}"
                 best = best_seconds(run.db, task)
                 entry = meta.task(task.name) or {}
+                if resume and entry.get("unscheduled") and entry.get("done"):
+                    progress.log(f"{label}: no schedule beat none at all before, skipped (--restart tries again)")
+                    summary["skipped_with_records"].append(task.name)
+                    continue
                 if resume and best is not None and entry.get("done", True):
                     progress.log(f"{label}: has records (best {_ms(best)}), skipped (--restart tunes it again)")
                     summary["skipped_with_records"].append(task.name)
@@ -467,19 +492,23 @@ def _tune_tasks(run: _Run, tasks: list[Task], preset: TargetPreset, trials: int,
                 took = time.monotonic() - began
                 durations.append(took)
                 best = best_seconds(run.db, task)
+                unscheduled = best is not None and task.untuned is not None and best > task.untuned
                 meta.set_task(task.name, done=True, trials=entry.get("trials", 0) + trials,
                               seconds=round(entry.get("seconds", 0) + took, 1),
-                              best_us=None if best is None else round(best * 1e6, 2),
-                              gflops=None if not best else round(task.flops / best / 1e9, 1))
+                              best_us=None if best is None or unscheduled else round(best * 1e6, 2),
+                              gflops=None if not best or unscheduled else round(task.flops / best / 1e9, 1),
+                              unscheduled=unscheduled)
                 summary["tuned"].append(task.name)
                 elapsed = time.monotonic() - run.start
                 left = "" if budget is None else f", budget left {_clock(budget - elapsed)}"
                 result = ("no valid candidate (see the log)" if best is None else
+                          f"best {_ms(best)} is slower than untuned {_ms(task.untuned)}: left unscheduled"
+                          if unscheduled else
                           f"best {_ms(best)}" + (f" = {task.flops / best / 1e9:.1f} GFLOP/s" if task.flops else "")
                           + ("" if task.untuned is None else f", {task.untuned / best:.0f}x untuned"))
                 progress.log(f"{label}: {result} in {took:.0f} s; elapsed {_clock(elapsed)}{left}")
         finally:
-            compact(run.records)
+            compact(run.records, [t for t in tasks if t.skip or (meta.task(t.name) or {}).get("unscheduled")])
             meta.data["sessions"][session]["ended"] = _now()
             meta.data["sessions"][session]["tasks_tuned"] = len(summary["tuned"])
             meta.save()

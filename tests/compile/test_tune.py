@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import tvm_ffi
 
 from conftest import run_cli
 from edgecv.compile.build import records_prepacked
@@ -210,11 +211,17 @@ def test_resume_skips_finished_tasks_and_records_the_machine(tiny_checkpoint, tm
     done = first["tuned"][0]
     assert second["skipped_with_records"] == [done] and f"{done}: has records" in stderr
     assert len(second["tuned"]) == 1 and second["tuned"][0] != done
-    assert second["with_records"] == 2 and sorted(second["applied_by_compile"]) == sorted([done, second["tuned"][0]])
     assert second["left"] and "--max-tasks 1 reached" in stderr
-    assert len(_records(records)) == 2  # one best record per workload
 
     meta = json.loads((records / "edgecv-tuning.json").read_text())
+    # with 2 trials a small task's best may be slower than no schedule: then it is left unscheduled, no record
+    new = second["tuned"][0]
+    unscheduled = meta["tasks"][new]["unscheduled"]
+    assert ("slower than untuned" in stderr) == unscheduled and ("x untuned" in stderr) != unscheduled
+    kept = [done] + ([] if unscheduled else [new])
+    assert second["with_records"] == len(kept) and sorted(second["applied_by_compile"]) == sorted(kept), stderr
+    assert len(_records(records)) == len(kept)  # one best record per workload
+
     assert meta["schema"] == "edgecv.tuning/1" and meta["input_shape"] == [1, 3, 64, 64]
     assert [s["tasks_tuned"] for s in meta["sessions"]] == [1, 1]
     session = meta["sessions"][1]
@@ -222,7 +229,19 @@ def test_resume_skips_finished_tasks_and_records_the_machine(tiny_checkpoint, tm
     assert session["target"]["tvm"]["mcpu"] == session["machine"]["llvm_cpu"]  # x86_64 is this host's CPU
     assert session["machine"]["cpu"] and session["machine"]["cores"] >= 1 and session["runner"] == "local"
     assert "avx2" in session["machine"]["flags"] or "sse4_2" in session["machine"]["flags"]
-    assert all(meta["tasks"][t]["done"] and meta["tasks"][t]["trials"] == 2 for t in (done, second["tuned"][0]))
-    # every task was timed untuned once (the first run), and the tuned ones report their speed-up
-    assert all(entry["untuned_us"] > 0 for entry in meta["tasks"].values()) and len(meta["tasks"]) == first["tasks"]
-    assert "x untuned" in stderr and "timing 0 tasks untuned" in stderr
+    assert all(meta["tasks"][t]["done"] and meta["tasks"][t]["trials"] == 2 for t in (done, new))
+    # every task was timed untuned once (the first run); those that take almost no time are not tuned at all
+    assert all(entry["untuned_us"] > 0 for entry in meta["tasks"].values())
+    assert len(meta["tasks"]) == first["tasks"] + len(meta["skipped"]) and "timing 0 tasks untuned" in stderr
+    assert all(meta["tasks"][t]["untuned_us"] < 2 for t, why in meta["skipped"].items() if "nothing to gain" in why)
+
+    # a task whose best record is slower than no schedule loses its record when the folder is compacted
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgecv.compile.tune import Task, compact
+
+    before = ms.database.JSONDatabase(work_dir=str(records)).get_all_tuning_records()
+    compact(records, [Task("slower", before[0].workload.mod, 1, 0.0, 1)])
+    left = ms.database.JSONDatabase(work_dir=str(records)).get_all_tuning_records()
+    assert len(left) == len(before) - 1
+    assert not any(tvm_ffi.structural_equal(r.workload.mod, before[0].workload.mod) for r in left)
