@@ -32,7 +32,7 @@ from edgecv.edge.errors import EdgecvError, TargetError
 
 METADATA = "edgecv-tuning.json"   # beside the database: where, on what CPU, for what target, per-task results
 SCHEMA = "edgecv.tuning/1"
-MAX_FUSED_BLOCKS = 8              # more blocks: a fused decoder/concat function, left untuned
+MAX_FUSED_BLOCKS = 8              # more blocks and no reduction: a fused decoder/concat function, left untuned
 TRIALS_PER_BATCH = 16             # candidates measured per search round; the cost model learns between rounds
 INVALID_SECONDS = 1e9             # MetaSchedule records a failed build or run as 1e10 s or more
 NOT_WORTH_SECONDS = 2e-6          # untuned, all calls of a task take less (a no-op reshape): not tuned
@@ -131,10 +131,14 @@ def extract_tasks(mod, target, prepack: bool) -> list[Task]:
     for extracted in ms.relax_integration.extract_tasks(lowered, target):
         task_mod = extracted.dispatched[0]
         sch = Schedule(task_mod)
-        blocks = len(sch.get_child_blocks(sch.get_sblock("root")))
-        task = Task(extracted.task_name, task_mod, int(extracted.weight), float(estimate_tir_flops(task_mod)), blocks)
-        if blocks > MAX_FUSED_BLOCKS:
-            task.skip = f"{blocks} fused operators: the search stalls on it, and it costs little at run time"
+        children = sch.get_child_blocks(sch.get_sblock("root"))
+        task = Task(extracted.task_name, task_mod, int(extracted.weight), float(estimate_tir_flops(task_mod)),
+                    len(children))
+        # a convolution with a long element-wise tail (ReLU6 as isnan/where/clip: 9 blocks) is real work and
+        # tunes fine; a long chain of data movement without any reduction is the decoder/concat kind
+        reduces = any(iv.iter_type == iv.CommReduce for b in children for iv in sch.get(b).iter_vars)
+        if task.blocks > MAX_FUSED_BLOCKS and not reduces:
+            task.skip = f"{task.blocks} fused operators: the search stalls on it, and it costs little at run time"
         tasks.append(task)
     return sorted(tasks, key=lambda t: (t.skip is not None, -t.total_flops, -t.calls, t.name))  # until measured
 
@@ -465,6 +469,12 @@ def _tune_tasks(run: _Run, tasks: list[Task], preset: TargetPreset, trials: int,
                 entry = meta.task(task.name) or {}
                 if resume and entry.get("unscheduled") and entry.get("done"):
                     progress.log(f"{label}: no schedule beat none at all before, skipped (--restart tries again)")
+                    summary["skipped_with_records"].append(task.name)
+                    continue
+                if resume and best is not None and entry.get("done", True) and task.untuned and best > task.untuned:
+                    meta.set_task(task.name, unscheduled=True, best_us=None, gflops=None)  # (tuned before the rule)
+                    progress.log(f"{label}: its best record {_ms(best)} is slower than untuned "
+                                 f"{_ms(task.untuned)}: record dropped, left unscheduled")
                     summary["skipped_with_records"].append(task.name)
                     continue
                 if resume and best is not None and entry.get("done", True):
