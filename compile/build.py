@@ -89,10 +89,25 @@ def import_onnx(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]):
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    mod = from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: list(input_shape)},
+    mod = from_onnx(clip_bounds_as_constants(onnx.load(str(onnx_path))), shape_dict={input_name: list(input_shape)},
                     keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     return mod, list(params.get("main", []))
+
+
+def clip_bounds_as_constants(model):
+    """Clip's min/max (ReLU6: 0 and 6) as constants instead of weights. Imported as weights they reach each
+    kernel as run-time scalars behind isnan/where guards (9 fused blocks per convolution, on which
+    MetaSchedule's search fails); as constants they fold into a plain clamp."""
+    from onnx import helper
+
+    graph = model.graph
+    bounds = {name for node in graph.node if node.op_type == "Clip" for name in node.input[1:] if name}
+    scalars = [init for init in graph.initializer if init.name in bounds and len(init.dims) == 0]
+    for position, init in enumerate(scalars):
+        graph.initializer.remove(init)
+        graph.node.insert(position, helper.make_node("Constant", [], [init.name], value=init))
+    return model
 
 
 def apply_records(mod, tvm_target, records: Path, prepack: bool):

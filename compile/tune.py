@@ -467,6 +467,9 @@ def _tune_tasks(run: _Run, tasks: list[Task], preset: TargetPreset, trials: int,
                 label = f"task {i}/{len(tunable)} {task.name}"
                 best = best_seconds(run.db, task)
                 entry = meta.task(task.name) or {}
+                if resume and entry.get("failed") and entry.get("done"):
+                    progress.log(f"{label}: the search failed on it before, skipped (--restart tries again)")
+                    continue
                 if resume and entry.get("unscheduled") and entry.get("done"):
                     progress.log(f"{label}: no schedule beat none at all before, skipped (--restart tries again)")
                     summary["skipped_with_records"].append(task.name)
@@ -495,10 +498,22 @@ def _tune_tasks(run: _Run, tasks: list[Task], preset: TargetPreset, trials: int,
                                          search_strategy="evolutionary", task_name=task.name,
                                          logger=logging.getLogger(f"tvm.s_tir.meta_schedule.task.{i}"),
                                          num_threads=os.cpu_count() or 1)
-                ms.tune_tasks(tasks=[context], task_weights=[float(task.calls)], work_dir=str(logs),
-                              max_trials_global=trials, max_trials_per_task=trials,
-                              num_trials_per_iter=min(trials, TRIALS_PER_BATCH), builder=run.builder,
-                              runner=run.runner, database=run.db, cost_model=cost_model, task_scheduler="round-robin")
+                try:
+                    ms.tune_tasks(tasks=[context], task_weights=[float(task.calls)], work_dir=str(logs),
+                                  max_trials_global=trials, max_trials_per_task=trials,
+                                  num_trials_per_iter=min(trials, TRIALS_PER_BATCH), builder=run.builder,
+                                  runner=run.runner, database=run.db, cost_model=cost_model,
+                                  task_scheduler="round-robin")
+                except Exception as exc:  # noqa: BLE001 (TVM raises ScheduleError, ValueError, ... from C++)
+                    # MetaSchedule's search can fail on a function its rules don't fit: that task stays as
+                    # compile leaves it, the others go on
+                    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                    meta.set_task(task.name, done=True, failed=first, session=session)
+                    summary.setdefault("failed", []).append(task.name)
+                    progress.log(f"{label}: the search failed ({type(exc).__name__}: {first}); left as it is, "
+                                 f"going on (details in {logs}/tune.log)")
+                    durations.append(time.monotonic() - began)
+                    continue
                 took = time.monotonic() - began
                 durations.append(took)
                 best = best_seconds(run.db, task)
