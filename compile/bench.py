@@ -151,6 +151,8 @@ def _e2e(backend: str, artifact: Path, frames: int) -> tuple[float | None, float
                              str(VIDEO), "--max-frames", str(frames), "--backend",
                              "tvm" if backend.startswith("tvm") else backend], capture_output=True, text=True)
     if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"edgecv bench: `edgecv run` with {backend} failed (exit {result.returncode}): {last}", file=sys.stderr)
         return None, None
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     return summary["fps"], summary["peak_rss_mb"]
