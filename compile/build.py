@@ -73,7 +73,9 @@ def records_prepacked(records: Path) -> bool:
     import base64
     import json
 
-    workloads = Path(records) / "database_workload.json"
+    from edgecv.compile.pipeline import RECORDS_DB
+
+    workloads = Path(records) / RECORDS_DB[0]
     lines = workloads.read_text().splitlines() if workloads.is_file() else []
     # each line: [structural hash, base64 of the serialised PrimFunc]; a tuned-for-prepacking one carries the
     # attribute marking its weights' layouts free

@@ -36,6 +36,7 @@ MAX_FUSED_BLOCKS = 8              # more blocks and no reduction: a fused decode
 TRIALS_PER_BATCH = 16             # candidates measured per search round; the cost model learns between rounds
 INVALID_SECONDS = 1e9             # MetaSchedule records a failed build or run as 1e10 s or more
 NOT_WORTH_SECONDS = 2e-6          # untuned, all calls of a task take less (a no-op reshape): not tuned
+NOT_WORTH = "nothing to gain: it takes almost no time untuned"
 
 
 @dataclass
@@ -354,7 +355,7 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
     from edgecv.compile.build import import_onnx, records_prepacked
     from edgecv.compile.gluon import load_source_model
     from edgecv.compile.onnx_export import export_onnx
-    from edgecv.compile.pipeline import cache_root
+    from edgecv.compile.pipeline import RECORDS_DB, cache_root
     from edgecv.compile.zoo import resolve_model
 
     start = time.monotonic()
@@ -374,8 +375,8 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
     tvm_target = tvm.target.Target(preset.tvm_target())
     # new folders are tuned with the weights' layouts free (pre-packed at compile time: measured faster); a
     # folder tuned before that keeps its kind, so resuming it adds records its compile can use
-    prepack = records_prepacked(records) or not (records / "database_workload.json").is_file() \
-        or not (records / "database_workload.json").stat().st_size
+    workloads = records / RECORDS_DB[0]
+    prepack = records_prepacked(records) or not workloads.is_file() or not workloads.stat().st_size
     with progress(f"exporting to ONNX and extracting the tuning tasks for {preset.name} ({tvm_target})"
                   + (", weights pre-packed" if prepack else ", weights as the model has them")):
         with tempfile.TemporaryDirectory(prefix="edgecv-tune-") as work:
@@ -428,10 +429,10 @@ def _time_untuned(run: _Run, tasks: list[Task], resume: bool) -> None:
                 run.meta.data["tasks"].setdefault(t.name, {})["untuned_us"] = round(t.untuned * 1e6, 3)
         for t in tasks:
             if t.skip is None and t.untuned is not None and t.untuned * t.calls < NOT_WORTH_SECONDS:
-                t.skip = "nothing to gain: it takes almost no time untuned"
+                t.skip = NOT_WORTH
         tasks.sort(key=Task.priority)
         run.meta.data["skipped"] = {t.name: t.skip for t in tasks if t.skip}
-        trivial = [t.name for t in tasks if t.skip and t.skip.startswith("nothing to gain")]
+        trivial = [t.name for t in tasks if t.skip == NOT_WORTH]
         for t in tasks:
             if t.skip and t.name not in trivial:
                 cost = "" if t.untuned is None else f", {_ms(t.untuned * t.calls)} untuned"

@@ -107,17 +107,19 @@ def memory_trend(samples: list[tuple[int, float]], frames: int, points: int = 20
     """What the RSS samples (frame, MB) say about memory over a run: after warm-up (10% of the frames), at half
     way and at the end; the growth over the second half, per 1,000 frames (flat memory: about 0); and the curve
     (one sample per 1/``points`` of the run) to plot or read."""
-    def at(fraction: float) -> float:
-        return next((mb for f, mb in samples if f >= frames * fraction), samples[-1][1])
+    def at(fraction: float) -> tuple[int, float]:
+        """The first sample at or past ``fraction`` of the run (frame, MB)."""
+        return next(((f, mb) for f, mb in samples if f >= frames * fraction), samples[-1])
 
     curve, step = [], frames / points
     for f, mb in samples:
         if not curve or f >= curve[-1][0] + step:
             curve.append((f, round(mb, 1)))
-    if curve[-1] != (samples[-1][0], round(samples[-1][1], 1)):
-        curve.append((samples[-1][0], round(samples[-1][1], 1)))
-    warm, middle, end = at(0.1), at(0.5), samples[-1][1]
-    half_frames = max(samples[-1][0] - next((f for f, _ in samples if f >= frames * 0.5), 0), 1)
+    last_frame, end = samples[-1]
+    if curve[-1] != (last_frame, round(end, 1)):
+        curve.append((last_frame, round(end, 1)))
+    (_, warm), (middle_frame, middle) = at(0.1), at(0.5)
+    half_frames = max(last_frame - middle_frame, 1)
     return {"after_10pct": round(warm, 1), "middle": round(middle, 1), "end": round(end, 1),
             "growth": round(end - warm, 1), "growth_second_half": round(end - middle, 1),
             "mb_per_1000_frames_second_half": round((end - middle) / half_frames * 1000, 3), "curve": curve}
@@ -208,4 +210,3 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, distinct:
            "fps): {fps_without_viewer} fps without a viewer, {fps_with_viewer} fps with one watching the live "
            "video ({slowdown_pct}% slower; {pictures_received} pictures received).\n".format(**result["viewer"])))
     return result
-

@@ -122,6 +122,7 @@ def _cmd_run(args) -> int:
         if not delivered:
             print(f"edgecv run: {len(publisher.outbox)} messages not yet delivered are kept in "
                   f"{publisher.outbox.path}; they are sent on the next run", file=sys.stderr)
+        publisher.outbox.close()
     c = summary.counts
     print(json.dumps({"frames": summary.frames, "fps": round(summary.fps, 2), "dropped": summary.dropped,
                       "errors": summary.errors, "peak_rss_mb": round(status_mb("VmHWM"), 1),
