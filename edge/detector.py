@@ -7,12 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from edgecv.edge.artifact import DecodeSpec
-from edgecv.edge.config import DetectConfig
+from edgecv.edge.config import DetectConfig, TrackerConfig
 from edgecv.edge.decode import decode_detections
 from edgecv.edge.detections import Detections
 from edgecv.edge.errors import ArtifactError
 from edgecv.edge.preprocess import preprocess
 from edgecv.edge.backends import open_backend
+
+def below(score: float) -> float:
+    """The largest float32 under ``score``: decoders keep scores ``> threshold``, this keeps ``>= score``."""
+    return float(np.nextafter(np.float32(score), np.float32(0)))
 
 
 class Detector:
@@ -25,18 +29,24 @@ class Detector:
         self.configure(config or DetectConfig())
         self.last_latency = 0.0
 
-    def configure(self, config: DetectConfig) -> None:
-        """The artifact's decoding with the user's thresholds (lower scores still enter NMS as in GluonCV)."""
+    def configure(self, config: DetectConfig, low_score: float = TrackerConfig().low_score) -> None:
+        """The artifact's decoding with the user's thresholds. Detections from ``low_score`` up are kept (the
+        tracker's second pass matches those under ``score_threshold``). Candidates below that are dropped before
+        NMS instead of after: NMS only lets a box suppress lower-scored ones, so the boxes kept are the same,
+        and NMS works through tens of candidates instead of hundreds (1.5 -> 0.3 ms per frame, OID SSD)."""
         self.config = config
-        self.decode_spec = DecodeSpec(**{**self.manifest.decode.model_dump(), "nms_iou": config.nms_iou,
-                                         "max_detections": config.max_detections})
+        self.kept_from = min(config.score_threshold, low_score)
+        decode = self.manifest.decode
+        self.decode_spec = DecodeSpec(**{**decode.model_dump(), "nms_iou": config.nms_iou,
+                                         "max_detections": config.max_detections,
+                                         "score_threshold": max(decode.score_threshold, below(self.kept_from))})
 
     def __call__(self, image: np.ndarray, frame_id: int = 0, timestamp: float = 0.0, source: str = "") -> Detections:
         start = time.perf_counter()
         x, placement = preprocess(image, self.manifest.input)
         raw = decode_detections(self.model(x), self.decode_spec, frame_id=frame_id, timestamp=timestamp,
                                 source=source)
-        raw = raw[raw.scores >= min(self.config.score_threshold, 0.1)]  # low ones feed the tracker's 2nd pass
+        raw = raw[raw.scores >= self.kept_from]  # those below the user's threshold feed the tracker's 2nd pass
         detections = type(raw)(placement.to_frame(raw.boxes), raw.scores, raw.class_ids, frame_id=frame_id,
                                timestamp=timestamp, source=source)
         self.last_latency = time.perf_counter() - start

@@ -45,6 +45,7 @@ class EdgeLoop:
         self.progress = progress
         manifest = detector.manifest
         self.model_name = manifest.model
+        detector.configure(config.detect, config.tracker.low_score)
         self.groups = GroupMap(manifest.classes, manifest.groups, config.counting.groups)
         self.tracker = IouTracker(config.tracker, high_score=config.detect.score_threshold)
         self.counter = Counter(config.counting, self.groups)
@@ -69,7 +70,7 @@ class EdgeLoop:
         if config is None:
             return
         self.config = config
-        self.detector.configure(config.detect)
+        self.detector.configure(config.detect, config.tracker.low_score)
         self.groups = GroupMap(self.detector.manifest.classes, self.detector.manifest.groups, config.counting.groups)
         self.tracker.configure(config.tracker, high_score=config.detect.score_threshold)
         self.counter = Counter(config.counting, self.groups, previous=self.counter)

