@@ -48,14 +48,17 @@ class Task:
     blocks: int
     skip: str | None = None
     untuned: float | None = None   # seconds per call without a schedule (what compile does without records)
+    best: float | None = None      # seconds per call of its best record so far, if it has one
 
     @property
     def total_flops(self) -> float:
         return self.flops * self.calls
 
     def priority(self) -> tuple:
-        """Slowest first: measured untuned time x calls (a depthwise conv is slow for its FLOPs), else FLOPs."""
-        return (self.untuned is None, -(self.untuned or 0) * self.calls, -self.total_flops, self.name)
+        """Slowest first: time x calls, as it runs now (its best record, else untuned: a depthwise conv is slow
+        for its FLOPs), else FLOPs. Tuning again (--restart) thus starts where the model spends its time."""
+        now = self.best or self.untuned
+        return (now is None, -(now or 0) * self.calls, -self.total_flops, self.name)
 
 
 # ---- What runs in MetaSchedule's builder processes (pickled by reference: this module must import light) ----
@@ -420,6 +423,7 @@ def _time_untuned(run: _Run, tasks: list[Task], resume: bool) -> None:
     for t in tasks:
         untuned_us = (run.meta.task(t.name) or {}).get("untuned_us")
         t.untuned = None if untuned_us is None else untuned_us / 1e6
+        t.best = best_seconds(run.db, t)
     todo = [t for t in tasks if t.untuned is None and (t.skip or not resume or best_seconds(run.db, t) is None)]
     with run.progress(f"timing {len(todo)} tasks untuned (no schedule, as compile leaves them), measured {run.where}"):
         if todo:
