@@ -40,6 +40,13 @@ $(VENV)/.installed:
 venv: $(VENV)/.installed
 	@# point the cached environment's editable install at this checkout
 	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . >/dev/null
+	@# GluonCV pulls in opencv-python (Qt GUI), the box gets opencv-python-headless: both unpack into cv2/, and
+	@# whichever installed last is the one imported. Make it the headless one, as on the box: the GUI build maps
+	@# ~13 MB of Qt into every process that imports cv2, which the memory benchmarks would count.
+	@if $(BIN)/python -c 'import cv2, sys; sys.exit(all("libQt" not in line for line in open("/proc/self/maps")))'; then \
+		echo "making cv2 the headless build (as on the box)"; \
+		$(BIN)/pip install -q --no-deps --force-reinstall -c requirements.lock opencv-python-headless; \
+	fi
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

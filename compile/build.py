@@ -27,7 +27,7 @@ def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]
     if records is not None:
         prepack = records_prepacked(records)
         log(f"applying tuning records from {records}" + (" (weights pre-packed)" if prepack else ""))
-        executable, params = _compile_tuned(mod, params, tvm_target, records, prepack)
+        executable, params = _compile_tuned(mod, params, tvm_target, records, prepack, log)
     else:
         executable = tvm.compile(mod, target=tvm_target)
     np.savez(params_file, **{f"p{i:04d}": p.numpy() for i, p in enumerate(params)})
@@ -36,17 +36,20 @@ def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]
     return spec
 
 
-def _compile_tuned(mod, params: list, tvm_target, records: Path, prepack: bool):
+def _compile_tuned(mod, params: list, tvm_target, records: Path, prepack: bool, log=lambda m: None):
     """The executable with the records applied, and the weights it takes (re-laid out when pre-packed).
 
-    Pre-packing lifts the weight layout transforms into ``main_transform_params``: that function is built for
+    Kernels the records don't cover get a basic schedule (``leftovers``). Pre-packing lifts the weight layout
+    transforms into ``main_transform_params``: that function is built for
     this machine's generic CPU and run here on the weights, and left out of the library the device loads.
     """
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    staged = apply_records(mod, tvm_target, records, prepack)
+    from edgecv.compile.leftovers import schedule_leftovers
+
+    staged = schedule_leftovers(apply_records(mod, tvm_target, records, prepack), log)
     if prepack:
         host = tvm.target.Target({"kind": "llvm"})
         transform = relax.transform.DeadCodeElimination(["main_transform_params"])(_only(staged, "main_transform_params"))

@@ -1,4 +1,5 @@
-"""The ONNX -> Relax import that compile and tune share: ReLU6 bounds become constants."""
+"""The ONNX -> Relax import that compile and tune share (ReLU6 bounds become constants), and the basic schedule
+for kernels without tuning records."""
 from __future__ import annotations
 
 import numpy as np
@@ -43,3 +44,64 @@ def test_clip_bounds_become_constants_and_the_result_is_the_same(tmp_path):
     want = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"data": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert got.min() == 0 and got.max() == 6  # both bounds reached, so both were applied
+
+
+def _depthwise_bias_relu6(path):
+    """A stride-2 depthwise convolution with bias and ReLU6: the shape of the kernels tuning leaves untuned."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.normal(size=(8, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=(8,)).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["data", "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2], group=8),
+         helper.make_node("Clip", ["c", "lo", "hi"], ["out"])],
+        "dw", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 8, 32, 32])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, str(path))
+    return model
+
+
+def test_kernels_without_records_get_a_basic_schedule_with_the_same_result(tmp_path):
+    import onnxruntime
+    import tvm
+    from tvm import relax
+
+    from edgecv.compile.build import _compile_tuned, apply_records
+    from edgecv.compile.leftovers import SCHEDULED, schedule_leftovers
+
+    model = _depthwise_bias_relu6(tmp_path / "dw.onnx")
+    mod, params = import_onnx(tmp_path / "dw.onnx", "data", (1, 8, 32, 32))
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    records = tmp_path / "records"
+    records.mkdir()  # no records at all: every kernel is a leftover
+    messages = []
+    staged = schedule_leftovers(apply_records(mod, target, records, prepack=False), messages.append)
+    kernels = {gv.name_hint: f for gv, f in staged.functions.items() if not isinstance(f, relax.Function)}
+    conv = next(f for name, f in kernels.items() if "conv2d" in name)
+    assert conv.attrs[SCHEDULED]
+    text = conv.script()
+    assert "T.parallel" in text and "pad_temp" not in text  # channels in parallel, padding read in place
+    assert messages and messages[0].startswith("basic schedule for 1 kernels")
+
+    x = np.random.default_rng(3).normal(scale=3, size=(1, 8, 32, 32)).astype(np.float32)
+    executable, params = _compile_tuned(mod, params, target, records, prepack=False)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), *params).numpy()
+    want = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"data": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert got.min() == 0 and got.max() == 6
+
+
+def test_basic_schedule_leaves_other_shapes_alone(tmp_path):
+    from tvm import relax
+
+    from edgecv.compile.leftovers import basic_schedule
+
+    graph = helper.make_graph([helper.make_node("Softmax", ["data"], ["out"], axis=1)], "softmax",
+                              [helper.make_tensor_value_info("data", TensorProto.FLOAT, [4, 16])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [4, 16])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "s.onnx"))
+    mod, _ = import_onnx(tmp_path / "s.onnx", "data", (4, 16))
+    mod = relax.transform.LegalizeOps()(mod)
+    softmax = next(f for f in mod.functions.values() if not isinstance(f, relax.Function))
+    assert basic_schedule(softmax) is None  # a max and a sum: two reductions, not the convolution's shape

@@ -1,0 +1,62 @@
+"""A basic schedule for the kernels tuning left without a record, so none runs as the importer wrote it.
+
+Left alone, such a kernel is a serial loop nest that materialises every step in full: a depthwise convolution at
+256x256 allocates its padded input, its raw output and its output plus bias as three scratch buffers (24 MB on
+SSD-512), which the runtime's workspace pool then keeps for the life of the process. The basic schedule inlines
+the padding into the convolution's reads, folds the element-wise tail (bias, activation) into one loop nest
+computed per output channel, right after that channel's reduction, and runs the channels in parallel: no scratch
+beyond one channel's plane, and both cores used. Only kernels of one reduction with element-wise work around it
+are touched; for anything else, or anything the schedule primitives refuse, the kernel is left as it was.
+"""
+from __future__ import annotations
+
+SCHEDULED = "tirx.is_scheduled"  # what MetaSchedule's ApplyDatabase marks the kernels it scheduled with
+
+
+def basic_schedule(func):
+    """``func`` (a PrimFunc) scheduled as above, or None if it isn't that shape."""
+    import tvm.s_tir as s_tir
+    import tvm.tirx as tirx
+
+    sch = s_tir.Schedule(func)
+    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
+    reductions = [i for i, b in enumerate(blocks)
+                  if any(v.iter_type == tirx.IterVar.CommReduce for v in sch.get(b).iter_vars)]
+    if len(reductions) != 1 or len(sch.get_loops(blocks[reductions[0]])) < 3:
+        return None
+    at = reductions[0]
+    for producer in blocks[:at]:            # padding, layout steps: read in place instead
+        sch.compute_inline(producer)
+    tail = blocks[at + 1:]
+    for step in reversed(tail[1:]):         # activation into bias-add: one element-wise block
+        sch.reverse_compute_inline(step)
+    loops = sch.get_loops(blocks[at])
+    outer = sch.fuse(loops[0], loops[1])    # batch x output channels
+    sch.parallel(outer)
+    if tail:
+        sch.reverse_compute_at(tail[0], outer)
+    return sch.mod["main"].with_attr(SCHEDULED, True)
+
+
+def schedule_leftovers(mod, log=lambda message: None):
+    """``mod`` with ``basic_schedule`` applied to each PrimFunc not yet scheduled; logs how many it covered."""
+    from tvm import relax
+
+    done, kept = [], []
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function) or (func.attrs is not None and SCHEDULED in func.attrs
+                                                and func.attrs[SCHEDULED]):
+            continue
+        try:
+            scheduled = basic_schedule(func)
+        except (RuntimeError, ValueError):  # ScheduleError (a RuntimeError) and friends: it stays as it is
+            scheduled = None
+        if scheduled is None:
+            kept.append(gv.name_hint)
+            continue
+        mod[gv] = scheduled
+        done.append(gv.name_hint)
+    if done:
+        log(f"basic schedule for {len(done)} kernels without tuning records"
+            + (f" ({len(kept)} others left as imported)" if kept else ""))
+    return mod
