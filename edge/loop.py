@@ -113,7 +113,7 @@ class EdgeLoop:
         if self.source.live:
             yield from self.source.frames(stop)
             return
-        ahead: queue.Queue = queue.Queue(maxsize=4)
+        ahead: queue.Queue = queue.Queue(maxsize=2)  # decoding takes a few ms against tens for inference
 
         def read():
             try:

@@ -170,23 +170,20 @@ class CounterService:
             return previous
 
     def _replace_publisher(self, settings: ComponentSettings) -> None:
-        from edgecv.edge.loop import default_outbox
+        from edgecv.edge.loop import default_outbox, open_publisher
         from edgecv.edge.outbox import Outbox
 
         if self.publisher is not None:
             self.publisher.stop(flush_timeout=min(2.0, self.flush_timeout))
             self.publisher.outbox.close()
         run = settings.run
-        outbox = Outbox(default_outbox(run.device, run.mqtt.outbox))
-        if settings.publish == "mqtt":
-            from edgecv.edge.mqtt import MqttPublisher
-
-            self.publisher = MqttPublisher(run.mqtt, run.device, outbox).start()
-        else:
-            self.publisher = IpcPublisher(self.session, settings.publish, run.mqtt.topic_prefix, run.device, outbox,
-                                          qos=run.mqtt.qos).start()
-        log.info("publishing to %s as %s (%d messages waiting in %s)", settings.publish, run.device, len(outbox),
-                 outbox.path)
+        if settings.publish == "mqtt":  # as `edgecv run --mqtt` publishes
+            self.publisher = open_publisher(run)
+        else:  # the same outbox file: what one transport didn't deliver, the other sends
+            self.publisher = IpcPublisher(self.session, settings.publish, run.mqtt.topic_prefix, run.device,
+                                          Outbox(default_outbox(run.device, run.mqtt.outbox)), qos=run.mqtt.qos).start()
+        log.info("publishing to %s as %s (%d messages waiting in %s)", settings.publish, run.device,
+                 len(self.publisher.outbox), self.publisher.outbox.path)
 
     def _start_pipeline(self, settings: ComponentSettings) -> None:
         self.pipeline = Pipeline(settings, self.model_dir, self.publisher, self.events, self.progress).start()
