@@ -55,6 +55,7 @@ class EdgeLoop:
         self._last_counts_at = self._last_stats_at = time.monotonic()
         self._pending: RunConfig | None = None
         self._pending_lock = threading.Lock()
+        self._reader: threading.Thread | None = None  # reads files ahead (live sources read in their own thread)
         self.frame_listeners: list = []  # callables (frame, tracked detections, counts), e.g. a live view
 
     def reconfigure(self, config: RunConfig) -> None:
@@ -115,26 +116,47 @@ class EdgeLoop:
             return
         ahead: queue.Queue = queue.Queue(maxsize=2)  # decoding takes a few ms against tens for inference
 
+        def offer(item) -> bool:
+            """Queue ``item`` unless the loop stops first (then nobody would take it)."""
+            while not stop.is_set():
+                try:
+                    ahead.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def read():
             try:
                 for frame in self.source.frames(stop):
-                    while not stop.is_set():
-                        try:
-                            ahead.put(frame, timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
+                    if not offer(frame):
+                        return
             except Exception as exc:
                 log.error("reading %s failed: %s", self.source.name, exc)
             finally:
-                ahead.put(_END)
+                offer(_END)
 
-        threading.Thread(target=read, name="edgecv-read", daemon=True).start()
+        self._reader = threading.Thread(target=read, name="edgecv-read", daemon=True)
+        self._reader.start()
         while True:
-            frame = ahead.get()
+            try:
+                frame = ahead.get(timeout=0.2)
+            except queue.Empty:
+                if stop.is_set():  # stopped from outside (a signal): the reader queues nothing more
+                    return
+                continue
             if frame is _END:
                 return
             yield frame
+
+    def _close_source(self) -> None:
+        """Close the source once its reader has let go of it: the reader may be inside a read (closing an
+        OpenCV capture another thread is reading from is a use-after-free)."""
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+            if self._reader.is_alive():
+                log.warning("the reader of %s did not stop within 5 s; closing it anyway", self.source.name)
+        self.source.close()
 
     def step(self, frame) -> None:
         self._apply_pending()
@@ -179,7 +201,7 @@ class EdgeLoop:
                     break
         finally:
             stop.set()
-            self.source.close()
+            self._close_source()
             if last is not None:
                 self._guard("publishing final counts", self._publish_counts, last.index, last.timestamp, True)
             self._guard("publishing final stats", self._publish_stats, True)
