@@ -13,8 +13,21 @@ from __future__ import annotations
 SCHEDULED = "tirx.is_scheduled"  # what MetaSchedule's ApplyDatabase marks the kernels it scheduled with
 
 
+class _Redundant(Exception):
+    """Computing the producer per output channel would compute it many times over (a full convolution)."""
+
+
 def basic_schedule(func):
     """``func`` (a PrimFunc) scheduled as above, or None if it isn't that shape."""
+    for producers_per_channel in (True, False):
+        try:
+            return _basic_schedule(func, producers_per_channel)
+        except _Redundant:
+            continue
+    return None
+
+
+def _basic_schedule(func, producers_per_channel: bool):
     import tvm.s_tir as s_tir
     import tvm.tirx as tirx
 
@@ -25,9 +38,7 @@ def basic_schedule(func):
     if len(reductions) != 1 or len(sch.get_loops(blocks[reductions[0]])) < 3:
         return None
     at = reductions[0]
-    for producer in blocks[:at]:            # padding, layout steps: read in place instead
-        sch.compute_inline(producer)
-    tail = blocks[at + 1:]
+    producers, tail = blocks[:at], blocks[at + 1:]
     for step in reversed(tail[1:]):         # activation into bias-add: one element-wise block
         sch.reverse_compute_inline(step)
     loops = sch.get_loops(blocks[at])
@@ -35,7 +46,38 @@ def basic_schedule(func):
     sch.parallel(outer)
     if tail:
         sch.reverse_compute_at(tail[0], outer)
+    for producer in reversed(producers):    # padding: per channel where a channel reads only its own (depthwise)
+        if producers_per_channel:
+            sch.compute_at(producer, outer)
+            if _elements(sch, producer, after=outer) * _extent(sch, outer) > 1.5 * _written(sch, producer):
+                raise _Redundant
+        else:                               # else once, in parallel, before the reduction
+            first = sch.get_loops(producer)
+            sch.parallel(sch.fuse(first[0], first[1]) if len(first) > 1 else first[0])
     return sch.mod["main"].with_attr(SCHEDULED, True)
+
+
+def _extent(sch, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _elements(sch, block, after) -> int:
+    """Iterations of ``block``'s loops nested inside ``after``."""
+    loops = list(sch.get_loops(block))
+    inner = loops[[sch.get(l).same_as(sch.get(after)) for l in loops].index(True) + 1:]
+    n = 1
+    for loop in inner:
+        n *= _extent(sch, loop)
+    return n
+
+
+def _written(sch, block) -> int:
+    """Elements of the buffer ``block`` writes."""
+    region = sch.get(block).writes[0]
+    n = 1
+    for dim in region.source.shape:  # (TVM 0.27: a TensorRegion's buffer is its ``source``)
+        n *= int(dim)
+    return n
 
 
 def schedule_leftovers(mod, log=lambda message: None):

@@ -64,7 +64,7 @@ class CompileResult:
 # The code that shapes an artifact: a change here invalidates cached builds (and nothing else does).
 _SHAPING_CODE = ("compile/heads.py", "compile/weights.py", "compile/gluon.py", "compile/onnx_export.py",
                  "compile/onnx_input.py", "compile/build.py", "compile/targets.py", "compile/pipeline.py",
-                 "compile/zoo.py", "edge/artifact.py")
+                 "compile/zoo.py", "compile/leftovers.py", "edge/artifact.py")
 
 
 def _source_digest() -> str:

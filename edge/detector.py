@@ -11,7 +11,7 @@ from edgecv.edge.config import DetectConfig, TrackerConfig
 from edgecv.edge.decode import decode_detections
 from edgecv.edge.detections import Detections
 from edgecv.edge.errors import ArtifactError
-from edgecv.edge.preprocess import preprocess
+from edgecv.edge.preprocess import Placement, preprocess
 from edgecv.edge.backends import open_backend
 
 def below(score: float) -> float:
@@ -41,9 +41,16 @@ class Detector:
                                          "max_detections": config.max_detections,
                                          "score_threshold": max(decode.score_threshold, below(self.kept_from))})
 
-    def __call__(self, image: np.ndarray, frame_id: int = 0, timestamp: float = 0.0, source: str = "") -> Detections:
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
+        """The model's input for a BGR frame, and where the frame went in it (may run in another thread)."""
+        return preprocess(image, self.manifest.input)
+
+    def __call__(self, image: np.ndarray, frame_id: int = 0, timestamp: float = 0.0, source: str = "",
+                 prepared: tuple[np.ndarray, Placement] | None = None) -> Detections:
+        """Detections in frame pixels; ``prepared``: ``prepare(image)`` done ahead (``last_latency`` then
+        counts from the model input on)."""
         start = time.perf_counter()
-        x, placement = preprocess(image, self.manifest.input)
+        x, placement = prepared if prepared is not None else self.prepare(image)
         raw = decode_detections(self.model(x), self.decode_spec, frame_id=frame_id, timestamp=timestamp,
                                 source=source)
         raw = raw[raw.scores >= self.kept_from]  # those below the user's threshold feed the tracker's 2nd pass

@@ -111,10 +111,14 @@ class EdgeLoop:
 
     # --- the loop ---
     def _frames(self, stop: threading.Event):
+        """(frame, its model input or None): a file's frames are decoded and preprocessed ahead, in the reader
+        thread, while the model runs on the previous one (OpenCV and numpy release the GIL); a live source's
+        latest frame is preprocessed when the loop takes it."""
         if self.source.live:
-            yield from self.source.frames(stop)
+            for frame in self.source.frames(stop):
+                yield frame, None
             return
-        ahead: queue.Queue = queue.Queue(maxsize=2)  # decoding takes a few ms against tens for inference
+        ahead: queue.Queue = queue.Queue(maxsize=2)  # reading takes a few ms against tens for inference
 
         def offer(item) -> bool:
             """Queue ``item`` unless the loop stops first (then nobody would take it)."""
@@ -126,10 +130,16 @@ class EdgeLoop:
                     continue
             return False
 
+        def prepared(frame):
+            try:
+                return self.detector.prepare(frame.image)
+            except ValueError:  # a frame the model can't take: step() meets it again, counts and skips it
+                return None
+
         def read():
             try:
                 for frame in self.source.frames(stop):
-                    if not offer(frame):
+                    if not offer((frame, prepared(frame))):
                         return
             except Exception as exc:
                 log.error("reading %s failed: %s", self.source.name, exc)
@@ -140,14 +150,14 @@ class EdgeLoop:
         self._reader.start()
         while True:
             try:
-                frame = ahead.get(timeout=0.2)
+                item = ahead.get(timeout=0.2)
             except queue.Empty:
                 if stop.is_set():  # stopped from outside (a signal): the reader queues nothing more
                     return
                 continue
-            if frame is _END:
+            if item is _END:
                 return
-            yield frame
+            yield item
 
     def _close_source(self) -> None:
         """Close the source once its reader has let go of it: the reader may be inside a read (closing an
@@ -158,9 +168,9 @@ class EdgeLoop:
                 log.warning("the reader of %s did not stop within 5 s; closing it anyway", self.source.name)
         self.source.close()
 
-    def step(self, frame) -> None:
+    def step(self, frame, prepared=None) -> None:
         self._apply_pending()
-        detections = self.detector(frame.image, frame.index, frame.timestamp, frame.source)
+        detections = self.detector(frame.image, frame.index, frame.timestamp, frame.source, prepared)
         self.stats.frame(self.detector.last_latency)
         tracked = self.tracker.update(detections)
         h, w = frame.image.shape[:2]
@@ -189,9 +199,9 @@ class EdgeLoop:
         pin_mmap_threshold()  # frame-sized buffers in their own mappings: memory stays flat over long runs
         last = None
         try:
-            for frame in self._frames(stop):
+            for frame, prepared in self._frames(stop):
                 try:
-                    self.step(frame)
+                    self.step(frame, prepared)
                 except ValueError as exc:  # a frame the model can't take: skip it, keep counting
                     self.stats.errors += 1
                     log.warning("skipping frame %d: %s", frame.index, exc)

@@ -58,8 +58,8 @@ class IouTracker:
                 continue
             track_boxes = np.stack([self._tracks[t].box for t in unmatched_tracks])
             iou = box_iou(track_boxes, detections.boxes[det_idx])
-            same = np.array([[self._tracks[t].class_id == c for c in detections.class_ids[det_idx]]
-                             for t in unmatched_tracks])
+            track_classes = np.array([self._tracks[t].class_id for t in unmatched_tracks])
+            same = track_classes[:, None] == detections.class_ids[det_idx][None, :]
             matched = set()
             for r, c in _greedy(np.where(same, iou, 0.0), self.config.iou_threshold):
                 track = self._tracks[unmatched_tracks[r]]

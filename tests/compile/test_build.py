@@ -81,7 +81,8 @@ def test_kernels_without_records_get_a_basic_schedule_with_the_same_result(tmp_p
     conv = next(f for name, f in kernels.items() if "conv2d" in name)
     assert conv.attrs[SCHEDULED]
     text = conv.script()
-    assert "T.parallel" in text and "pad_temp" not in text  # channels in parallel, padding read in place
+    # channels in parallel, each padding its own input plane inside that loop (a depthwise channel reads only it)
+    assert text.count("T.parallel") == 1 and text.index('T.sblock("pad_temp")') > text.index("T.parallel")
     assert messages and messages[0].startswith("basic schedule for 1 kernels")
 
     x = np.random.default_rng(3).normal(scale=3, size=(1, 8, 32, 32)).astype(np.float32)
@@ -105,3 +106,22 @@ def test_basic_schedule_leaves_other_shapes_alone(tmp_path):
     mod = relax.transform.LegalizeOps()(mod)
     softmax = next(f for f in mod.functions.values() if not isinstance(f, relax.Function))
     assert basic_schedule(softmax) is None  # a max and a sum: two reductions, not the convolution's shape
+
+
+def test_a_full_convolution_pads_once_not_per_output_channel(tmp_path):
+    """Each output channel of a full convolution reads every input channel: padding per output channel would
+    redo the whole padding each time, so it is done once, in parallel, before the convolution."""
+    import tvm
+    from tvm import relax
+
+    from edgecv.compile.build import apply_records
+    from edgecv.compile.leftovers import schedule_leftovers
+
+    _conv_relu6(tmp_path / "m.onnx")
+    mod, _ = import_onnx(tmp_path / "m.onnx", "data", (1, 3, 8, 8))
+    (tmp_path / "records").mkdir()
+    staged = schedule_leftovers(apply_records(mod, tvm.target.Target({"kind": "llvm"}), tmp_path / "records",
+                                              prepack=False))
+    text = next(f for gv, f in staged.functions.items() if "conv2d" in gv.name_hint).script()
+    assert text.count("T.parallel") == 2  # the padding's loop, then the convolution's channels
+    assert text.index('T.sblock("pad_temp")') < text.index("T.parallel", text.index("T.parallel") + 1)

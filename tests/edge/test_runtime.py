@@ -1,0 +1,37 @@
+"""The edge runtime runs the compiled kernels on every physical core it may use (TVM's own default halves the
+logical CPUs on x86, guessing hyper-threads), and TVM_NUM_THREADS set by the user still wins."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgecv.edge.runtime import physical_cores
+
+CODE = ("import os\nfrom edgecv.edge.runtime import tvm_runtime\n"
+        "print(tvm_runtime().threads(), os.environ['TVM_NUM_THREADS'])")
+
+
+def _threads(env: dict) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, check=True, env=env)
+    return out.stdout.split()
+
+
+def test_physical_cores_counts_each_core_once():
+    cpus = os.sched_getaffinity(0)
+    cores = {(Path(f"/sys/devices/system/cpu/cpu{c}/topology/physical_package_id").read_text(),
+              Path(f"/sys/devices/system/cpu/cpu{c}/topology/core_id").read_text()) for c in cpus}
+    assert physical_cores() == len(cores) >= 1
+
+
+def test_kernels_use_every_physical_core_by_default():
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    assert _threads(env) == [str(physical_cores())] * 2
+
+
+@pytest.mark.skipif(physical_cores() < 2, reason="needs two cores to tell the user's choice from the default")
+def test_the_users_thread_count_wins():
+    assert _threads({**os.environ, "TVM_NUM_THREADS": "1"}) == ["1", "1"]
