@@ -69,8 +69,13 @@ class _Runtime:
         """A runtime tensor (aligned as compiled kernels expect) holding a copy of ``array``."""
         array = np.asarray(array, order="C")  # (not ascontiguousarray: it turns 0-d scalars into shape (1,))
         t = self._alloc(self.ffi.Shape(array.shape), self.ffi.dtype(str(array.dtype)), self.cpu, None)
-        self._from_bytes(t, array.ctypes.data_as(ctypes.c_void_p), array.nbytes)
-        return t
+        return self.copy_into(t, array)
+
+    def copy_into(self, tensor, array: np.ndarray):
+        """``tensor`` (same shape and type) overwritten with ``array``'s values."""
+        array = np.asarray(array, order="C")
+        self._from_bytes(tensor, array.ctypes.data_as(ctypes.c_void_p), array.nbytes)
+        return tensor
 
     def numpy(self, tensor) -> np.ndarray:
         out = np.empty(tuple(tensor.shape), np.dtype(str(tensor.dtype)))
@@ -92,7 +97,8 @@ def tvm_runtime() -> _Runtime:
 
 
 class TvmModel:
-    """A checked, loaded artifact: ``__call__(x)`` returns its outputs as numpy arrays, by name."""
+    """A checked, loaded artifact: ``__call__(x)`` returns its outputs as numpy arrays, by name. One caller at a
+    time (as the Relax VM itself): the input tensor is reused from call to call."""
 
     def __init__(self, folder: Path, arch: str | None = None):
         self.folder = Path(folder)
@@ -103,6 +109,7 @@ class TvmModel:
             self._vm = self._rt.load_vm(library)
             self._main = self._vm["main"]
             self._params = self._load_params()
+            self._input = None
         except Exception as exc:  # TVM raises its own error types for a library it can't load
             raise ArtifactError(f"TVM could not load {library} ({reason(exc)})",
                                 "recompile the artifact for this machine") from None
@@ -117,7 +124,11 @@ class TvmModel:
         spec = self.manifest.input
         if tuple(x.shape) != spec.shape or x.dtype != np.float32:
             raise ValueError(f"input must be float32 {spec.shape}, got {x.dtype} {x.shape}")
-        result = self._main(self._rt.tensor(x), *self._params)
+        if self._input is None:  # one input tensor for the model's life: a fresh 1 MB+ buffer per frame costs
+            self._input = self._rt.tensor(x)  # its page faults every time (~0.5 ms per frame here)
+        else:
+            self._rt.copy_into(self._input, x)
+        result = self._main(self._input, *self._params)
         arrays = [result] if isinstance(result, self._rt.ffi.Tensor) else list(result)
         if len(arrays) != len(self.manifest.outputs):
             raise ArtifactError(f"{self.folder} returned {len(arrays)} outputs, its manifest lists "

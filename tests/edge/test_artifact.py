@@ -27,6 +27,18 @@ def test_good_artifact_loads_and_runs(classifier):
     assert p.shape == (1, 1000) and abs(float(p.sum()) - 1) < 1e-4
 
 
+def test_each_call_sees_its_own_input(detector_artifact):
+    """The input tensor is reused between calls: every call's outputs must still be those of its own input."""
+    model, fresh = TvmModel(detector_artifact), TvmModel(detector_artifact)
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(model.manifest.input.shape).astype(np.float32) for _ in range(2))
+    first, second, again = model(a), model(b), model(a)
+    for name, want in fresh(b).items():
+        np.testing.assert_array_equal(second[name], want)
+        np.testing.assert_array_equal(again[name], first[name])
+        assert not np.array_equal(first[name], want)
+
+
 def _edit_manifest(folder, change):
     path = folder / "manifest.json"
     data = json.loads(path.read_text())
