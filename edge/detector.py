@@ -14,6 +14,7 @@ from edgecv.edge.errors import ArtifactError
 from edgecv.edge.preprocess import Placement, preprocess
 from edgecv.edge.backends import open_backend
 
+
 def below(score: float) -> float:
     """The largest float32 under ``score``: decoders keep scores ``> threshold``, this keeps ``>= score``."""
     return float(np.nextafter(np.float32(score), np.float32(0)))

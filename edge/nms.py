@@ -7,13 +7,15 @@ BLOCK = 256  # candidates whose suppression rows are computed together
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4): (N, M)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
+    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4): (N, M). One coordinate at a time: no
+    (N, M, 2) temporaries (4x faster than corner pairs at 256 x 2,700 boxes, the same values)."""
+    ax1, ay1, ax2, ay2 = (a[:, k, None] for k in range(4))
+    bx1, by1, bx2, by2 = b.T
+    inter = (np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0)
+             * np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0))
+    area_a = np.maximum(ax2 - ax1, 0) * np.maximum(ay2 - ay1, 0)
+    area_b = np.maximum(bx2 - bx1, 0) * np.maximum(by2 - by1, 0)
+    union = area_a + area_b - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
@@ -33,18 +35,14 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thresh
     span = float(np.abs(b).max()) * 2 + 1
     b = b + (class_ids[order].astype(np.float64) * span)[:, None]
     # Greedy in score order over a boolean "suppresses" matrix computed a block of rows at a time: one vectorised
-    # IoU per block, then one OR per kept box (measured on the OID SSD's candidates: 0.11 ms per frame, against
+    # IoU per block, then one OR per kept box (measured on the OID SSD's candidates: 0.12 ms per frame, against
     # 0.97 ms computing one IoU row per kept box, and 11 ms before that). Blocks bound the memory at
     # BLOCK x N whatever the number of candidates.
-    x1, y1, x2, y2 = b.T
-    area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     removed = np.zeros(order.size, bool)
     keep = []
     for start in range(0, order.size, BLOCK):
         rows = slice(start, min(start + BLOCK, order.size))
-        inter = (np.maximum(np.minimum(x2[rows, None], x2) - np.maximum(x1[rows, None], x1), 0)
-                 * np.maximum(np.minimum(y2[rows, None], y2) - np.maximum(y1[rows, None], y1), 0))
-        suppresses = inter > iou_threshold * np.maximum(area[rows, None] + area - inter, 1e-12)
+        suppresses = box_iou(b[rows], b) > iou_threshold
         for i in range(rows.start, rows.stop):
             if removed[i]:
                 continue

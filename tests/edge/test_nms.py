@@ -25,6 +25,14 @@ def test_nms_equals_textbook_greedy(seed, n):
     np.testing.assert_array_equal(nms(boxes, scores, classes, 0.45), _reference_nms(boxes, scores, classes, 0.45))
 
 
+def test_box_iou_by_hand():
+    a = np.array([[0, 0, 10, 10], [5, 5, 5, 9]], float)           # a 10x10 square; a zero-width box
+    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10], [5, 5, 5, 9]], float)
+    np.testing.assert_allclose(box_iou(a, b), [[50 / 150, 0, 1, 0],   # half overlap; apart; itself; no area
+                                               [0, 0, 0, 0]])          # a box without area overlaps nothing
+    assert box_iou(a[:0], b).shape == (0, 4) and box_iou(a, b[:0]).shape == (2, 0)
+
+
 def test_nms_topk_and_max_output():
     boxes = np.array([[0, 0, 10, 10], [100, 100, 110, 110], [200, 200, 210, 210]], float)
     scores = np.array([0.5, 0.9, 0.7])
