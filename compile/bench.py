@@ -25,13 +25,14 @@ from edgecv.compile.progress import Progress
 from edgecv.compile.weights import Weights
 from edgecv.edge.errors import EdgecvError
 
-ALL_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "tvm", "tvm-tuned")
+ALL_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "tvm", "tvm-tuned", "tvm-int8")
+COMPILED = ("tvm", "tvm-tuned", "tvm-int8")  # edgecv's own artifacts: untuned, tuned float32, tuned int8
 _NEEDS = {"mxnet": ("mxnet", "pip install 'edgecv[compile]'"), "mxnet-hybrid": ("mxnet", "pip install 'edgecv[compile]'"),
           "onnxruntime": ("onnxruntime", "pip install onnxruntime"), "tvm": ("tvm", "pip install 'edgecv[edge]'"),
-          "tvm-tuned": ("tvm", "pip install 'edgecv[edge]'")}
+          "tvm-tuned": ("tvm", "pip install 'edgecv[edge]'"), "tvm-int8": ("tvm", "pip install 'edgecv[edge]'")}
 # what must be installed to run each backend (framework part of "disk_mb")
 _PACKAGES = {"mxnet": ("mxnet",), "mxnet-hybrid": ("mxnet",), "onnxruntime": ("onnxruntime",),
-             "tvm": ("tvm", "tvm_ffi"), "tvm-tuned": ("tvm", "tvm_ffi")}
+             "tvm": ("tvm", "tvm_ffi"), "tvm-tuned": ("tvm", "tvm_ffi"), "tvm-int8": ("tvm", "tvm_ffi")}
 DEFAULT_IMAGE = Path("/usr/share/doc/opencv-doc/examples/data/basketball1.png")
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
@@ -170,7 +171,7 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     from edgecv.edge.preprocess import preprocess
 
     progress = progress or Progress(0)
-    progress.total = 5 if "tvm-tuned" in backends else 4
+    progress.total = 4 + sum(b in backends for b in ("tvm-tuned", "tvm-int8"))
     unknown = [b for b in backends if b not in ALL_BACKENDS]
     if unknown:
         raise EdgecvError(f"unknown backend(s) {', '.join(unknown)}", f"use some of {', '.join(ALL_BACKENDS)}")
@@ -186,18 +187,31 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
                                      input_size=input_size, keep_reference=True, use_shipped_records=False),
                       Progress(0, quiet=True))
     default_size = resolve_model(model).input_size
-    records = find_shipped_records(model, input_size, default_size, target)
-    if "tvm-tuned" in backends and results["tvm-tuned"].status == "ok":
-        if records is not None:
-            with progress(f"compiling {model} with the tuning records in {records}"):
-                artifacts["tuned"] = work / "tuned"
-                compile_model(CompileRequest(model=model, target=target, out=artifacts["tuned"], weights=weights,
-                                             input_size=input_size, tuning_records=records),
-                              Progress(0, quiet=True))
-        else:
-            results["tvm-tuned"].status = "skipped"
-            results["tvm-tuned"].reason = (f"no tuning records in {shipped_records(model, input_size, default_size, target)}"
-                                           f": run `edgecv tune {model} --target {target}`")
+    records = {}
+    for b, int8 in (("tvm-tuned", False), ("tvm-int8", True)):
+        if b not in backends or results[b].status != "ok":
+            continue
+        records[b] = find_shipped_records(model, input_size, default_size, target, int8)
+        if int8:
+            from edgecv.compile.pipeline import host_cpu_flags
+            from edgecv.compile.quantize import check_int8_target
+            from edgecv.compile.targets import resolve_target
+
+            try:
+                check_int8_target(resolve_target(target), host_cpu_flags())
+            except EdgecvError as exc:
+                results[b].status, results[b].reason = "skipped", str(exc)
+                continue
+        if records[b] is None:
+            results[b].status = "skipped"
+            results[b].reason = (f"no tuning records in {shipped_records(model, input_size, default_size, target, int8)}"
+                                 f": run `edgecv tune {model} --target {target}{' --int8' if int8 else ''}`")
+            continue
+        with progress(f"compiling {model}{' in int8' if int8 else ''} with the tuning records in {records[b]}"):
+            artifacts[b] = work / b
+            compile_model(CompileRequest(model=model, target=target, out=artifacts[b], weights=weights,
+                                         input_size=input_size, tuning_records=records[b], int8=int8),
+                          Progress(0, quiet=True))
     manifest = read_manifest(artifacts[""])
     picture = cv2.imread(str(image or DEFAULT_IMAGE), cv2.IMREAD_COLOR)
     if picture is None:
@@ -209,7 +223,7 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     workers = {}
     with progress(f"starting {len(runnable)} backends, each in its own process"):
         for b in runnable:
-            art = artifacts["tuned"] if b == "tvm-tuned" else artifacts[""]
+            art = artifacts.get(b, artifacts[""])
             workers[b] = _Worker(b, art, work / "x.npy", work / f"{b}.npz", threads)
         for b, w in workers.items():
             results[b].load_s = w.read()["load_s"]
@@ -239,7 +253,7 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
                 m = match(ref_dets, dets, iou_threshold=0.5)
                 res.detections, res.detections_matched = len(dets), len(m.pairs)
                 res.same_classes = len(dets) == len(ref_dets) == len(m.pairs)
-            art = artifacts["tuned"] if b == "tvm-tuned" else artifacts[""]
+            art = artifacts.get(b, artifacts[""])
             model_files = {"onnxruntime": [manifest.reference["onnx"]],
                            "mxnet": [manifest.reference["mxnet_symbol"], manifest.reference["mxnet_params"]],
                            "mxnet-hybrid": [manifest.reference["mxnet_symbol"], manifest.reference["mxnet_params"]]
@@ -250,7 +264,9 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     report = {"model": model, "target": target, "input_shape": list(manifest.input.shape), "weights":
               weights.describe(), "image": str(image or DEFAULT_IMAGE), "rounds": rounds, "threads": threads,
               "gflop_per_frame": round(gflop, 3), "machine": machine(),
-              "tuning_records": records_summary(records) if "tuned" in artifacts else None,
+              "tuning_records": records_summary(records["tvm-tuned"]) if "tvm-tuned" in artifacts else None,
+              "int8_records": records_summary(records["tvm-int8"]) if "tvm-int8" in artifacts else None,
+              "quantization": read_manifest(artifacts["tvm-int8"]).quantization if "tvm-int8" in artifacts else None,
               "results": [results[b].row(gflop) for b in backends]}
     write_report(report, Path(out))
     return report
@@ -289,7 +305,11 @@ def write_report(report: dict, out: Path) -> None:
              f"{report['gflop_per_frame']} GFLOP per frame."
              + ("" if not report.get("tuning_records") else
                 " tvm-tuned: records {folder} ({tasks_with_records} tasks, {trials} trials, tuned on {on}).".format(
-                    on=", ".join(report["tuning_records"]["tuned_on"]) or "?", **report["tuning_records"])), "",
+                    on=", ".join(report["tuning_records"]["tuned_on"]) or "?", **report["tuning_records"]))
+             + ("" if not report.get("int8_records") else
+                " tvm-int8: {q}; records {folder} ({tasks_with_records} tasks, {trials} trials, tuned on {on}).".format(
+                    q=report.get("quantization"), on=", ".join(report["int8_records"]["tuned_on"]) or "?",
+                    **report["int8_records"])), "",
              "| backend | p50 ms | p90 ms | p99 ms | fps | GFLOP/s | load s | peak RSS MB | disk MB | max abs diff "
              "| detections (matched) | end-to-end fps | end-to-end peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -303,7 +323,7 @@ def write_report(report: dict, out: Path) -> None:
                      f"{r['gflops_per_s']} | {r['load_s']} | {r['peak_rss_mb']} | {r['disk_mb']} | {diff} | {dets} | "
                      f"{r['end_to_end_fps'] or ''} | {r.get('end_to_end_peak_rss_mb') or ''} |")
     lines += ["", "p50 latency ratios (below 1: the compiled artifact is faster):", ""]
-    lines += [f"- {t} / {b}: {_ratio(rows, t, b)}" for t in ("tvm", "tvm-tuned") for b in ("mxnet-hybrid", "onnxruntime")
+    lines += [f"- {t} / {b}: {_ratio(rows, t, b)}" for t in COMPILED for b in ("mxnet-hybrid", "onnxruntime")
               if _ratio(rows, t, b)]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     _chart(report, out / f"{stem}.png")

@@ -7,12 +7,14 @@ from edgecv.compile.targets import TargetPreset
 
 
 def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...], target: TargetPreset,
-                  library: Path, params_file: Path, records: Path | None = None, log=lambda m: None) -> dict:
+                  library: Path, params_file: Path, records: Path | None = None, log=lambda m: None,
+                  int8: dict | None = None) -> dict:
     """Compile and export; returns the TVM target dict used (recorded in the manifest).
 
     The weights go to ``params_file`` (an uncompressed .npz, in the order ``main`` takes them), not into
     the library: a library with embedded constants costs about three times their size in memory when
     loaded (the mapped file, the deserialised blob, the tensors); separate, they are read once.
+    With ``int8`` (calibrated ranges, ``quantize.calibrate``) the full convolutions run in int8 (``quantize``).
     With records tuned for pre-packed weights (``records_prepacked``), the weights are stored already in the
     layouts the tuned kernels chose: the layout transforms run here, once, not on the device.
     """
@@ -21,7 +23,7 @@ def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]
     import tvm
 
     fcompile = target.fcompile()  # fails early, before the slow part, if the cross g++ is missing
-    mod, params = import_onnx(onnx_path, input_name, input_shape)
+    mod, params = import_onnx(onnx_path, input_name, input_shape, int8, log)
     spec = target.tvm_target()
     tvm_target = tvm.target.Target(spec)
     if records is not None:
@@ -48,8 +50,12 @@ def _compile_tuned(mod, params: list, tvm_target, records: Path, prepack: bool, 
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     from edgecv.compile.leftovers import schedule_leftovers
+    from edgecv.compile.quantize import serial_tensorized
+    from edgecv.compile.tune import load_tensor_intrinsics
 
-    staged = schedule_leftovers(apply_records(mod, tvm_target, records, prepack), log)
+    load_tensor_intrinsics(tvm_target)  # the records' traces tensorize with them
+
+    staged = serial_tensorized(schedule_leftovers(apply_records(mod, tvm_target, records, prepack), log))
     if prepack:
         host = tvm.target.Target({"kind": "llvm"})
         transform = relax.transform.DeadCodeElimination(["main_transform_params"])(_only(staged, "main_transform_params"))
@@ -85,8 +91,10 @@ def records_prepacked(records: Path) -> bool:
     return any(b"layout_free_buffers" in base64.b64decode(json.loads(line)[1]) for line in lines if line.strip())
 
 
-def import_onnx(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]):
-    """The Relax module ``build_library`` compiles (weights as parameters of ``main``) and those weights.
+def import_onnx(onnx_path: Path, input_name: str, input_shape: tuple[int, ...], int8: dict | None = None,
+                log=lambda m: None):
+    """The Relax module ``build_library`` compiles (weights as parameters of ``main``) and those weights; with
+    ``int8`` ranges, its full convolutions quantized (``quantize.quantize_module``).
 
     ``edgecv tune`` extracts its tasks from this same module, so its records match what compile builds.
     """
@@ -97,7 +105,12 @@ def import_onnx(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]):
     mod = from_onnx(clip_bounds_as_constants(onnx.load(str(onnx_path))), shape_dict={input_name: list(input_shape)},
                     keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
-    return mod, list(params.get("main", []))
+    params = list(params.get("main", []))
+    if int8 is not None:
+        from edgecv.compile.quantize import quantize_module
+
+        mod, params = quantize_module(mod, params, int8, log)
+    return mod, params
 
 
 def clip_bounds_as_constants(model):

@@ -50,6 +50,8 @@ class CompileRequest:
     keep_reference: bool = False
     use_shipped_records: bool = True  # models/records/<model>[-<size>]/<target>/ when no --tuning-records
     decoder: str | None = None        # an ONNX detector's decoder plug-in (compile/onnx_input.py)
+    int8: bool = False                # full convolutions in int8 (AVX-512 VNNI; compile/quantize.py)
+    calibration: str | None = None    # int8: video/folder/glob of images to calibrate on (default: vtest.avi)
 
 
 @dataclass
@@ -64,7 +66,7 @@ class CompileResult:
 # The code that shapes an artifact: a change here invalidates cached builds (and nothing else does).
 _SHAPING_CODE = ("compile/heads.py", "compile/weights.py", "compile/gluon.py", "compile/onnx_export.py",
                  "compile/onnx_input.py", "compile/build.py", "compile/targets.py", "compile/pipeline.py",
-                 "compile/zoo.py", "compile/leftovers.py", "edge/artifact.py")
+                 "compile/zoo.py", "compile/leftovers.py", "compile/quantize.py", "edge/artifact.py")
 
 
 def _source_digest() -> str:
@@ -84,6 +86,7 @@ RECORDS_DB = ("database_workload.json", "database_tuning_record.json")  # MetaSc
 # and the other way round: far faster than untuned). ``x86-64-v3`` (AVX2, FMA) is written by `edgecv tune
 # --target x86_64` on a CPU without AVX-512; ``skylake-avx512`` by the preset of that name or by x86_64 on an
 # AVX-512 CPU. The artifact is still compiled for the host's own CPU.
+INT8_RECORDS = "cascadelake-int8"
 X86_RECORDS = {"skylake-avx512": ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"),
                "x86-64-v3": ("avx2", "fma")}
 
@@ -100,8 +103,11 @@ def host_cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def records_levels(target: str, flags: frozenset[str] | None = None) -> list[str]:
-    """The records folders a target preset uses, best first; `edgecv tune` writes to the first."""
+def records_levels(target: str, flags: frozenset[str] | None = None, int8: bool = False) -> list[str]:
+    """The records folders a target preset uses, best first; `edgecv tune` writes to the first. int8 models
+    (x86 with VNNI only) have their own: other kernels, the same for every VNNI CPU."""
+    if int8:
+        return [INT8_RECORDS]
     if target == "x86_64":
         flags = host_cpu_flags() if flags is None else flags
         own = next((level for level, needs in X86_RECORDS.items() if set(needs) <= flags), "x86_64")
@@ -116,15 +122,17 @@ def records_root(model: str, input_size: int | None, default_size: int) -> Path:
     return Path(__file__).resolve().parent.parent / "models" / "records" / folder
 
 
-def shipped_records(model: str, input_size: int | None, default_size: int, target: str) -> Path:
+def shipped_records(model: str, input_size: int | None, default_size: int, target: str, int8: bool = False) -> Path:
     """Where `edgecv tune` writes the records for a model, input size and target preset in the repository."""
-    return records_root(model, input_size, default_size) / records_levels(target)[0]
+    return records_root(model, input_size, default_size) / records_levels(target, int8=int8)[0]
 
 
-def find_shipped_records(model: str, input_size: int | None, default_size: int, target: str) -> Path | None:
+def find_shipped_records(model: str, input_size: int | None, default_size: int, target: str,
+                         int8: bool = False) -> Path | None:
     """The shipped records a compile for this target applies: the first of its folders that has records."""
     root = records_root(model, input_size, default_size)
-    return next((root / level for level in records_levels(target) if (root / level / RECORDS_DB[1]).is_file()), None)
+    return next((root / level for level in records_levels(target, int8=int8)
+                 if (root / level / RECORDS_DB[1]).is_file()), None)
 
 
 def _records_digest(records: Path | None) -> str | None:
@@ -155,13 +163,14 @@ def cache_key(spec: ModelSpec, req: CompileRequest, target_spec: dict, records: 
              "class_names": spec.class_names(),
              "weights": _weights_id(req.weights), "input_size": req.input_size or spec.input_size,
              "target": target_spec, "records": records, "classes": req.classes, "reference": req.keep_reference,
+             "int8": _calibration_id(req),
              "tvm": tvm.__version__,
              "edgecv": edgecv.__version__, "source": _source_digest()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _manifest(spec: ModelSpec, model, target: TargetPreset, tvm_target: dict, folder: Path, weights: Weights,
-              records: str | None, reference: dict[str, str] | None) -> Manifest:
+              records: str | None, reference: dict[str, str] | None, quantization: str | None = None) -> Manifest:
     import tvm
 
     shapes = [tuple(int(d) for d in a.shape) for a in model.raw(_zeros(model.input_shape)).values()]
@@ -170,14 +179,35 @@ def _manifest(spec: ModelSpec, model, target: TargetPreset, tvm_target: dict, fo
     return Manifest(
         model=spec.name, task=model.family.task,
         target=TargetSpec(name=target.name, arch=target.arch, tvm=tvm_target),
-        input=InputSpec(name="data", shape=model.input_shape, color=spec.color, mean=spec.mean, std=spec.std,
-                        resize=spec.resize),
+        input=input_spec(spec, model), quantization=quantization,
         outputs=outputs, decode=model.decode, classes=model.classes, groups=spec.groups,
         library=LIBRARY, params=PARAMS,
         files={name: sha256_file(folder / name) for name in [LIBRARY, PARAMS, *(reference or {}).values()]},
         weights=_weights_id(weights), tuning=records, reference=reference,
         tvm_version=tvm.__version__, edgecv_version=edgecv.__version__,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+
+def input_spec(spec: ModelSpec, model) -> InputSpec:
+    return InputSpec(name="data", shape=model.input_shape, color=spec.color, mean=spec.mean, std=spec.std,
+                     resize=spec.resize)
+
+
+def _calibration_id(req: CompileRequest) -> str | None:
+    if not req.int8:
+        return None
+    from edgecv.compile.quantize import calibration_id
+
+    return calibration_id(req.calibration)
+
+
+def _quantization(req: CompileRequest) -> str | None:
+    if not req.int8:
+        return None
+    from edgecv.compile.quantize import DEFAULT_CALIBRATION
+
+    return (f"int8 convolutions (uint8 activations per tensor, int8 weights per channel), calibrated on "
+            f"{Path(req.calibration or DEFAULT_CALIBRATION).name}")
 
 
 def _zeros(shape):
@@ -243,12 +273,17 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
     out.parent.mkdir(parents=True, exist_ok=True)
     progress = progress or Progress(0)
     can_run_here = _host_can_run(target)
-    steps = 4 + (1 if req.verify and can_run_here else 0)
+    steps = 4 + (1 if req.verify and can_run_here else 0) + (1 if req.int8 else 0)
     progress.total = steps
+    if req.int8:
+        from edgecv.compile.quantize import check_int8_target
+
+        check_int8_target(target, host_cpu_flags())
     if req.tuning_records is None and req.use_shipped_records:
-        shipped = find_shipped_records(spec.name, req.input_size, spec.input_size, target.name)
+        shipped = find_shipped_records(spec.name, req.input_size, spec.input_size, target.name, req.int8)
         if shipped is not None:
-            progress.log(f"using the tuning records shipped in {shipped}" + _records_note(target, shipped.name))
+            progress.log(f"using the tuning records shipped in {shipped}"
+                         + ("" if req.int8 else _records_note(target, shipped.name)))
             req = dataclasses.replace(req, tuning_records=shipped)
     records = _records_digest(req.tuning_records)
     tvm_target = _tvm_target(target)
@@ -314,14 +349,23 @@ def _build(model, spec, target, req, folder: Path, tvm_target, records, progress
         onnx_path = Path(work) / "model.onnx"
         with progress("exporting to ONNX and folding shapes (onnxsim)"):
             model.write_onnx(onnx_path) if hasattr(model, "write_onnx") else export_onnx(model, onnx_path)
+        ranges = None
+        if req.int8:
+            from edgecv.compile.quantize import DEFAULT_CALIBRATION, calibrate, calibration_inputs
+
+            with progress(f"calibrating int8 ranges on {req.calibration or DEFAULT_CALIBRATION}"):
+                ranges = calibrate(onnx_path, "data", calibration_inputs(req.calibration, input_spec(spec, model)),
+                                   progress.log)
         with progress(f"compiling with TVM for {target.name} ({target.arch})"
+                      + (", int8" if req.int8 else "")
                       + (" with tuning records" if req.tuning_records else " (untuned)")):
             build_library(onnx_path, "data", model.input_shape, target, folder / LIBRARY, folder / PARAMS,
-                          req.tuning_records, progress.log)
+                          req.tuning_records, progress.log, ranges)
         if req.keep_reference:
             reference = _write_reference(model, onnx_path, folder)
     with progress("writing manifest.json with checksums"):
-        manifest = _manifest(spec, model, target, tvm_target, folder, req.weights, records, reference)
+        manifest = _manifest(spec, model, target, tvm_target, folder, req.weights, records, reference,
+                             _quantization(req))
         (folder / MANIFEST).write_text(manifest.to_json())
 
 
@@ -356,6 +400,10 @@ def _verify(model, folder: Path, req: CompileRequest, progress):
     source = getattr(model, "reference_name", "MXNet")
     with progress(f"verifying compiled vs {source} on {len(images)} real images"):
         report = verify(model, TvmModel(folder), images)
+    if not report.ok and req.int8:  # 8-bit steps differ from float32 by design: shown, not failed
+        progress.log(f"int8 differs from {source} (max |diff| {report.max_abs_diff:.2e}), as quantization does; "
+                     "its accuracy on labelled images: `edgecv eval ARTIFACT`")
+        return report
     if not report.ok:
         print(report.summary())
         raise VerificationError(f"compiled {model.spec.name} differs from {source} beyond float tolerance "

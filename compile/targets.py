@@ -16,6 +16,7 @@ class TargetPreset:
     tvm: dict = field(default_factory=dict)
     cross_compiler: str | None = None
     cross_package: str | None = None
+    vnni: bool = False             # AVX-512 VNNI: int8 convolutions (compile --int8) run on it
 
     def tvm_target(self) -> dict:
         """The TVM target dict; ``x86_64`` asks LLVM for this host's CPU name."""
@@ -47,6 +48,8 @@ TARGETS: dict[str, TargetPreset] = {t.name: t for t in (
     TargetPreset("x86_64", "this x86-64 machine's CPU and its features (AVX2/AVX-512 ...)", "x86_64"),
     TargetPreset("skylake-avx512", "x86-64 with AVX-512 (Intel Skylake-SP and later, AMD Zen 4)", "x86_64",
                  {"mcpu": "skylake-avx512"}),
+    TargetPreset("cascadelake", "x86-64 with AVX-512 VNNI (Intel Cascade Lake and later, AMD Zen 4 and later)",
+                 "x86_64", {"mcpu": "cascadelake"}, vnni=True),
     TargetPreset("aarch64", "generic 64-bit ARM with NEON", tvm={"mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
                  **_AARCH64),
     TargetPreset("rk3399", "Rockchip RK3399 (Cortex-A72 + A53; Acer aiSage)", tvm={

@@ -82,6 +82,9 @@ def load_tensor_intrinsics(target) -> None:
         importlib.import_module(name + ".arm_cpu")
     elif "cpu" in keys:
         importlib.import_module(name + ".x86")
+        from edgecv.compile.quantize import register_vnni_intrinsic
+
+        register_vnni_intrinsic()
     else:  # not a CPU: everything, as TVM does
         del sys.modules[name]
         importlib.import_module(name)
@@ -92,8 +95,10 @@ def build_candidate(mod, target, _params):
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    from edgecv.compile.quantize import serial_tensorized
+
     load_tensor_intrinsics(target)
-    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+    return tvm_build(serial_tensorized(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)), target=target)
 
 
 def export_shared_library(rt_mod, cross_compiler: str | None = None) -> str:
@@ -327,11 +332,11 @@ def _quiet_meta_schedule(log_file: Path) -> None:
 
 # ---- The command ----
 
-def default_records(model: str, input_size: int | None, target: str) -> Path:
+def default_records(model: str, input_size: int | None, target: str, int8: bool = False) -> Path:
     from edgecv.compile.pipeline import shipped_records
     from edgecv.compile.zoo import resolve_model
 
-    return shipped_records(resolve_model(model).name, input_size, resolve_model(model).input_size, target)
+    return shipped_records(resolve_model(model).name, input_size, resolve_model(model).input_size, target, int8)
 
 
 @dataclass
@@ -351,7 +356,8 @@ class _Run:
 def tune_model(model: str, target: str, records: Path | None = None, trials_per_task: int = 32,
                minutes: float | None = None, resume: bool = True, input_size: int | None = None,
                weights: Weights | None = None, rpc: tuple[str, int, str] | None = None,
-               max_tasks: int | None = None, progress: Progress | None = None) -> dict:
+               max_tasks: int | None = None, progress: Progress | None = None, int8: bool = False,
+               calibration: str | None = None) -> dict:
     """Tune ``model`` for ``target`` into ``records`` (default: the shipped folder compile looks in)."""
     import tvm
 
@@ -369,7 +375,14 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
     check_measurable(preset, rpc)
     preset.fcompile()  # a missing cross compiler is reported before any slow work
     weights = weights or (Weights() if spec.is_checkpoint else Weights(random_seed=0))
-    records = Path(records or default_records(model, input_size, target)).resolve()
+    if int8:
+        from edgecv.compile.pipeline import host_cpu_flags
+        from edgecv.compile.quantize import check_int8_target
+
+        check_int8_target(preset, host_cpu_flags())
+        if preset.name == "x86_64":  # MetaSchedule picks its VNNI rules by CPU name; records fit any VNNI CPU
+            preset = resolve_target("cascadelake")
+    records = Path(records or default_records(model, input_size, target, int8)).resolve()
     progress = progress or Progress(0)
     progress.total = 4
     what = "the checkpoint's own weights" if spec.is_checkpoint and weights.params_file is None else weights.describe()
@@ -379,12 +392,19 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
     # new folders are tuned with the weights' layouts free (pre-packed at compile time: measured faster); a
     # folder tuned before that keeps its kind, so resuming it adds records its compile can use
     workloads = records / RECORDS_DB[0]
-    prepack = records_prepacked(records) or not workloads.is_file() or not workloads.stat().st_size
+    prepack = not int8 and (records_prepacked(records) or not workloads.is_file() or not workloads.stat().st_size)
     with progress(f"exporting to ONNX and extracting the tuning tasks for {preset.name} ({tvm_target})"
                   + (", weights pre-packed" if prepack else ", weights as the model has them")):
         with tempfile.TemporaryDirectory(prefix="edgecv-tune-") as work:
             onnx_path = export_onnx(source, Path(work) / "model.onnx")
-            mod, _ = import_onnx(onnx_path, "data", source.input_shape)
+            ranges = None
+            if int8:  # the kernels depend on which convolutions are quantized, not on the ranges: a few frames do
+                from edgecv.compile.pipeline import input_spec
+                from edgecv.compile.quantize import calibrate, calibration_inputs
+
+                ranges = calibrate(onnx_path, "data", calibration_inputs(calibration, input_spec(spec, source), 4),
+                                   progress.log)
+            mod, _ = import_onnx(onnx_path, "data", source.input_shape, ranges, progress.log)
         tasks = extract_tasks(mod, tvm_target, prepack)
     load_tensor_intrinsics(tvm_target)
     from tvm.s_tir import meta_schedule as ms

@@ -116,6 +116,7 @@ class Manifest(_Strict):
     files: dict[str, str] = Field(description="file name -> sha256 of every file the artifact needs")
     weights: str = Field(description="where the weights came from")
     tuning: str | None = Field(None, description="sha256 of the tuning records used, if any")
+    quantization: str | None = Field(None, description="how the model was quantized (compile --int8); None: float32")
     reference: dict[str, str] | None = Field(
         None, description="uncompiled copies of the same graph for reference backends (compile --keep-reference): "
                           "onnx -> file, mxnet_symbol -> file, mxnet_params -> file")

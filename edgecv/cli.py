@@ -51,7 +51,8 @@ def _cmd_compile(args) -> int:
                              verify_images=tuple(args.verify_images) if args.verify_images else None,
                              classes=tuple(c for c in classes if c.strip()) if classes else None,
                              use_cache=not args.no_cache, keep_reference=args.keep_reference,
-                             use_shipped_records=not args.untuned, decoder=args.decoder)
+                             use_shipped_records=not args.untuned, decoder=args.decoder, int8=args.int8,
+                             calibration=args.calibration)
     result = compile_model(request, Progress(0, quiet=args.quiet))
     if result.verify_report is not None:
         print(result.verify_report.summary())
@@ -219,9 +220,18 @@ def _cmd_tune(args) -> int:
         weights = Weights(pretrained=args.pretrained, params_file=args.weights, random_seed=args.random_weights)
     summary = tune_model(args.model, args.target, records=args.records, trials_per_task=args.trials,
                          minutes=args.minutes, resume=not args.restart, input_size=args.input_size,
-                         weights=weights, rpc=rpc, max_tasks=args.max_tasks, progress=Progress(0))
+                         weights=weights, rpc=rpc, max_tasks=args.max_tasks, progress=Progress(0), int8=args.int8,
+                         calibration=args.calibration)
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def _add_int8(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--int8", action="store_true",
+                   help="int8 convolutions (x86 with AVX-512 VNNI; records in models/records/<model>/cascadelake-int8)")
+    p.add_argument("--calibration", metavar="SRC",
+                   help="--int8: video, folder or glob of images to calibrate the activation ranges on "
+                        "(default: 32 frames of opencv-doc's vtest.avi, none of them in the labelled set)")
 
 
 def _add_tune(p: argparse.ArgumentParser) -> None:
@@ -239,11 +249,12 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
     w.add_argument("--pretrained", action="store_true", help="GluonCV model-zoo weights (needs the internet)")
     w.add_argument("--random-weights", type=int, metavar="SEED",
                    help="random weights (the default, seed 0: records don't depend on the weights)")
+    _add_int8(p)
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on boards registered with TVM's RPC tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the boards' key at the tracker")
 
 
-BENCH_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "tvm", "tvm-tuned")  # compile/bench.py checks them
+BENCH_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "tvm", "tvm-tuned", "tvm-int8")  # compile/bench.py checks
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
@@ -274,6 +285,7 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tuning-records", type=Path, metavar="DIR",
                    help="MetaSchedule records to apply (default: models/records/<model>/<target>/ when present)")
     p.add_argument("--untuned", action="store_true", help="ignore the shipped tuning records")
+    _add_int8(p)
     p.add_argument("--verify", action="store_true", help="compare with MXNet on real images; fail if they differ")
     p.add_argument("--verify-images", nargs="+", metavar="FILE", help="images for --verify (default: opencv-doc samples)")
     p.add_argument("--classes", metavar="FILE", help="class names, one per line (exported checkpoints)")

@@ -5,7 +5,7 @@ from conftest import run_cli
 
 @pytest.mark.parametrize("command,expected", [
     ("models", ["ssd_512_mobilenet1.0_voc", "yolo3_mobilenet1.0_coco", "ssd_512_resnet50_v1_voc", "mobilenetv2_1.0"]),
-    ("targets", ["x86_64", "skylake-avx512", "aarch64", "rk3399", "rasp4b64", "armv7"]),
+    ("targets", ["x86_64", "skylake-avx512", "cascadelake", "aarch64", "rk3399", "rasp4b64", "armv7"]),
 ])
 def test_listing_commands(command, expected):
     result = run_cli(command)

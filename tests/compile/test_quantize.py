@@ -1,0 +1,146 @@
+"""int8 convolutions (compile/quantize.py): weight packing, ranges, the rewritten graph against ONNX Runtime, the
+VNNI-tensorized kernel built and exact, and the errors for CPUs without VNNI."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgecv.compile import quantize as q
+from edgecv.compile.pipeline import host_cpu_flags
+from edgecv.compile.targets import resolve_target
+from edgecv.edge.errors import EdgecvError, TargetError
+
+HAS_VNNI = set(q.VNNI_FLAGS) <= host_cpu_flags()
+
+
+def test_weights_pack_into_16_by_4_blocks_and_dequantize_within_half_a_step():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(20, 3, 3, 8)).astype(np.float32)  # OHWI, 20 output channels: padded to 32
+    w[3] = 0  # an all-zero channel keeps a usable scale
+    packed, scales, sums = q.pack_weights(w)
+    assert packed.shape == (2, 3, 3, 2, 16, 4) and packed.dtype == np.int8
+    unpacked = packed.transpose(0, 4, 1, 2, 3, 5).reshape(32, 3, 3, 8)  # back to OHWI
+    assert not unpacked[20:].any() and not scales[20:].any()
+    assert np.abs(unpacked).max() == 127
+    assert np.all(np.abs(unpacked[:20] * scales[:20, None, None, None] - w) <= scales[:20, None, None, None] / 2 + 1e-7)
+    assert np.array_equal(sums, unpacked.reshape(32, -1).sum(axis=1))
+    assert scales[3] == 1.0 and not unpacked[3].any()
+
+
+@pytest.mark.parametrize("low, high, zero", [(0.0, 6.0, 0), (-1.0, 3.0, 64), (2.0, 4.0, 0), (-2.0, -1.0, 255)])
+def test_activation_range_maps_onto_bytes_and_keeps_zero_exact(low, high, zero):
+    scale, z = q.Range(low, high).affine()
+    assert z == zero
+    # the bytes cover the range (widened to contain 0) to within half a step at each end
+    assert (255 - z) * scale >= max(high, 0) - scale / 2 and (0 - z) * scale <= min(low, 0) + scale / 2
+    assert (255 - z) * scale - (0 - z) * scale == pytest.approx(max(high, 0) - min(low, 0))
+    assert q.Range(0.0, 0.0).affine() == (1.0, 0)
+
+
+def _two_convs(path):
+    """Conv 3x3 stride 2 (8 -> 20 channels) + ReLU + Conv 1x1 (20 -> 16): both quantizable."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(scale=0.3, size=(20, 8, 3, 3)).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(rng.normal(size=20).astype(np.float32), "b1")
+    w2 = numpy_helper.from_array(rng.normal(scale=0.3, size=(16, 20, 1, 1)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["data", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+         helper.make_node("Relu", ["c1"], ["r1"]),
+         helper.make_node("Conv", ["r1", "w2"], ["out"])],
+        "two", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16, 8, 8])], [w1, b1, w2])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_int8_graph_matches_onnx_runtime_within_quantization_error(tmp_path):
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from edgecv.compile.build import import_onnx
+
+    _two_convs(tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    calibration = [rng.normal(size=(1, 8, 16, 16)).astype(np.float32) for _ in range(4)]
+    ranges = q.calibrate(tmp_path / "m.onnx", "data", calibration)
+    assert len(ranges) == 2
+    mod, params = import_onnx(tmp_path / "m.onnx", "data", (1, 8, 16, 16), ranges)
+    assert mod["main"].script().count("conv2d_int8") == 2
+    assert {p.dtype for p in map(np.asarray, (t.numpy() for t in params))} >= {np.dtype(np.int8)}
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = rng.normal(size=(1, 8, 16, 16)).astype(np.float32)
+    want = session.run(None, {"data": x})[0]
+    got = vm["main"](tvm.runtime.tensor(x), *params).numpy()
+    assert got.shape == want.shape
+    error = np.abs(got - want).max() / np.abs(want).max()
+    assert error < 0.03, error  # 8-bit steps, two layers deep
+    assert error > 0  # it did run in int8
+
+
+def test_without_ranges_nothing_is_quantized(tmp_path):
+    from edgecv.compile.build import import_onnx
+
+    _two_convs(tmp_path / "m.onnx")
+    mod, _ = import_onnx(tmp_path / "m.onnx", "data", (1, 8, 16, 16), {})
+    assert "conv2d_int8" not in mod["main"].script()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI")
+def test_vnni_tensorized_kernel_builds_and_is_exact(tmp_path):
+    """MetaSchedule finds VNNI schedules for the int8 convolution, they build (with the intrinsic and the
+    vectorize fixes) and compute exactly what integer arithmetic says."""
+    import tvm
+    from tvm import te
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgecv.compile.tune import build_candidate, load_tensor_intrinsics
+
+    x = te.placeholder((1, 8, 8, 64), "uint8", name="x")
+    w = te.placeholder((2, 3, 3, 16, 16, 4), "int8", name="w")
+    zero = te.placeholder((1,), "uint8", name="zero")
+    out = q.conv2d_int8_nhwc(x, w, zero, (1, 1), (1, 1, 1, 1))
+    mod = tvm.IRModule({"main": te.create_prim_func([x, w, zero, out]).with_attr("global_symbol", "main")})
+    target = tvm.target.Target(resolve_target("cascadelake").tvm_target())
+    load_tensor_intrinsics(target)
+    db = ms.tune_tir(mod, target, str(tmp_path), max_trials_global=16, num_trials_per_iter=16,
+                     builder=ms.builder.LocalBuilder(f_build=build_candidate))
+    sch = ms.tir_integration.compile_tir(db, mod, target)
+    assert sch is not None, "no candidate built"
+    assert q.VNNI_INTRIN in str(sch.trace)
+    lib = build_candidate(sch.mod, target, None)
+    rng = np.random.default_rng(0)
+    xs = rng.integers(0, 256, size=(1, 8, 8, 64), dtype=np.uint8)
+    ws = rng.integers(-127, 128, size=(2, 3, 3, 16, 16, 4), dtype=np.int8)
+    result = tvm.runtime.tensor(np.zeros((1, 8, 8, 32), np.int32))
+    lib["main"](tvm.runtime.tensor(xs), tvm.runtime.tensor(ws), tvm.runtime.tensor(np.array([7], np.uint8)), result)
+    w_ohwi = ws.transpose(0, 4, 1, 2, 3, 5).reshape(32, 3, 3, 64).astype(np.int64)
+    padded = np.pad(xs.astype(np.int64), ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=7)
+    want = sum(np.einsum("nhwc,kc->nhwk", padded[:, r:r + 8, s:s + 8], w_ohwi[:, r, s]) for r in range(3)
+               for s in range(3))
+    assert np.array_equal(result.numpy(), want)
+
+
+def test_int8_needs_vnni():
+    with pytest.raises(TargetError, match="aarch64.*--int8|--int8.*aarch64"):
+        q.check_int8_target(resolve_target("aarch64"), frozenset())
+    with pytest.raises(TargetError, match="skylake-avx512 has none"):
+        q.check_int8_target(resolve_target("skylake-avx512"), frozenset(q.VNNI_FLAGS))
+    with pytest.raises(TargetError, match="avx512_vnni missing"):
+        q.check_int8_target(resolve_target("x86_64"), frozenset({"avx512f", "avx512bw", "avx512vl"}))
+    q.check_int8_target(resolve_target("x86_64"), frozenset(q.VNNI_FLAGS))
+    q.check_int8_target(resolve_target("cascadelake"), frozenset())  # a named board: its own CPU, not this one
+
+
+def test_calibration_source_errors(tmp_path):
+    from edgecv.edge.artifact import InputSpec
+
+    spec = InputSpec(name="data", shape=(1, 3, 32, 32), color="RGB", mean=(0, 0, 0), std=(1, 1, 1), resize="stretch")
+    with pytest.raises(EdgecvError, match="not found"):
+        q.calibration_inputs(str(tmp_path / "missing.avi"), spec)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EdgecvError, match="no images"):
+        q.calibration_inputs(str(tmp_path / "empty"), spec)
