@@ -3,6 +3,8 @@
 What changes (``edgecv compile --int8``, ``edgecv tune --int8``):
 
 - The graph runs channels-last (NHWC; ``ConvertLayout``), so four input channels sit side by side in memory.
+  ReLU6 and leaky ReLU are first rewritten as maximum/minimum, which ``ConvertLayout`` passes through (it would
+  wrap the importer's kernels for them in transposes).
 - Each full convolution (not depthwise, input channels a multiple of 4) becomes: its input quantized to uint8
   (per tensor, affine: ``q = clip(round(x / scale) + zero, 0, 255)``, an element-wise tail the previous kernel
   absorbs), an int32 convolution of those bytes with int8 weights (per output channel, symmetric, pre-packed as

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.tvm, pytest.mark.mxnet]
 def test_bench_measures_every_backend_side_by_side(tmp_path, opencv_data):
     out = tmp_path / "bench"
     result = run_cli("bench", "ssd_512_mobilenet1.0_voc", "--input-size", "128", "--rounds", "4",
-                     "--backends", "mxnet,mxnet-hybrid,onnxruntime,tvm,tvm-tuned", "--e2e-frames", "2",
+                     "--backends", "mxnet,mxnet-hybrid,onnxruntime,tvm,tvm-tuned,tvm-int8", "--e2e-frames", "2",
                      "--out", out, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "bench-ssd_512_mobilenet1.0_voc-x86_64.json").read_text())
@@ -23,6 +23,9 @@ def test_bench_measures_every_backend_side_by_side(tmp_path, opencv_data):
     rows = {r["backend"]: r for r in report["results"]}
     assert rows["tvm-tuned"]["status"] == "skipped" and "edgecv tune" in rows["tvm-tuned"]["reason"]
     assert report["tuning_records"] is None
+    # no int8 records for this input size either (or no VNNI here): skipped, saying what to do
+    assert rows["tvm-int8"]["status"] == "skipped" and ("--int8" in rows["tvm-int8"]["reason"])
+    assert report["int8_records"] is None
     ran = [r for r in report["results"] if r["status"] == "ok"]
     assert {r["backend"] for r in ran} == {"mxnet", "mxnet-hybrid", "onnxruntime", "tvm"}
     for r in ran:  # the summary numbers come from the measured rounds, not from anywhere else

@@ -144,3 +144,31 @@ def test_calibration_source_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EdgecvError, match="no images"):
         q.calibration_inputs(str(tmp_path / "empty"), spec)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI")
+def test_compile_int8_runs_on_the_edge_runtime_close_to_float32(tmp_path, detector_artifact, opencv_data):
+    import cv2
+
+    from conftest import run_cli
+    from edgecv.edge.artifact import load_manifest
+    from edgecv.edge.preprocess import preprocess
+    from edgecv.edge.runtime import TvmModel
+
+    out = tmp_path / "int8"
+    result = run_cli("compile", "ssd_512_mobilenet1.0_voc", "--input-size", "128", "--random-weights", "0",
+                     "--target", "x86_64", "--int8", "--verify", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "int8 differs from MXNet" in result.stderr + result.stdout  # --verify shows it, doesn't fail on it
+    manifest = load_manifest(out)
+    assert manifest.quantization and "int8" in manifest.quantization and "vtest.avi" in manifest.quantization
+    with np.load(out / manifest.params) as stored:
+        assert sum(stored[k].dtype == np.int8 for k in stored.files) >= 20  # the packed convolution weights
+    x, _ = preprocess(cv2.imread(str(opencv_data / "basketball1.png")), manifest.input)
+    want, got = TvmModel(detector_artifact)(x), TvmModel(out)(x)
+    assert want.keys() == got.keys()
+    for key in want:
+        assert np.all(np.isfinite(got[key]))
+        error = np.abs(got[key] - want[key]).max() / np.abs(want[key]).max()
+        assert 0 < error < 0.1, (key, error)
