@@ -186,32 +186,12 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
         compile_model(CompileRequest(model=model, target=target, out=artifacts[""], weights=weights,
                                      input_size=input_size, keep_reference=True, use_shipped_records=False),
                       Progress(0, quiet=True))
-    default_size = resolve_model(model).input_size
     records = {}
     for b, int8 in (("tvm-tuned", False), ("tvm-int8", True)):
-        if b not in backends or results[b].status != "ok":
-            continue
-        records[b] = find_shipped_records(model, input_size, default_size, target, int8)
-        if int8:
-            from edgecv.compile.pipeline import host_cpu_flags
-            from edgecv.compile.quantize import check_int8_target
-            from edgecv.compile.targets import resolve_target
-
-            try:
-                check_int8_target(resolve_target(target), host_cpu_flags())
-            except EdgecvError as exc:
-                results[b].status, results[b].reason = "skipped", str(exc)
-                continue
-        if records[b] is None:
-            results[b].status = "skipped"
-            results[b].reason = (f"no tuning records in {shipped_records(model, input_size, default_size, target, int8)}"
-                                 f": run `edgecv tune {model} --target {target}{' --int8' if int8 else ''}`")
-            continue
-        with progress(f"compiling {model}{' in int8' if int8 else ''} with the tuning records in {records[b]}"):
-            artifacts[b] = work / b
-            compile_model(CompileRequest(model=model, target=target, out=artifacts[b], weights=weights,
-                                         input_size=input_size, tuning_records=records[b], int8=int8),
-                          Progress(0, quiet=True))
+        if b in backends and results[b].status == "ok":
+            records[b] = _tuned_artifact(results[b], int8, work / b, weights, input_size, target, progress)
+            if records[b] is not None:
+                artifacts[b] = work / b
     manifest = read_manifest(artifacts[""])
     picture = cv2.imread(str(image or DEFAULT_IMAGE), cv2.IMREAD_COLOR)
     if picture is None:
@@ -262,7 +242,7 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
             if e2e_frames:
                 res.end_to_end_fps, res.end_to_end_peak_rss_mb = _e2e(b, art, e2e_frames)
     report = {"model": model, "target": target, "input_shape": list(manifest.input.shape), "weights":
-              weights.describe(), "image": str(image or DEFAULT_IMAGE), "rounds": rounds, "threads": threads,
+              manifest.weights, "image": str(image or DEFAULT_IMAGE), "rounds": rounds, "threads": threads,
               "gflop_per_frame": round(gflop, 3), "machine": machine(),
               "tuning_records": records_summary(records["tvm-tuned"]) if "tvm-tuned" in artifacts else None,
               "int8_records": records_summary(records["tvm-int8"]) if "tvm-int8" in artifacts else None,
@@ -270,6 +250,34 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
               "results": [results[b].row(gflop) for b in backends]}
     write_report(report, Path(out))
     return report
+
+
+def _tuned_artifact(result: BackendResult, int8: bool, out: Path, weights: Weights, input_size: int | None,
+                    target: str, progress: Progress) -> Path | None:
+    """Compile ``result.model`` with its shipped records (float32 or int8) into ``out``: the records used, or None
+    with ``result`` marked skipped and why."""
+    model = result.model
+    default_size = resolve_model(model).input_size
+    if int8:
+        from edgecv.compile.pipeline import host_cpu_flags
+        from edgecv.compile.quantize import check_int8_target
+        from edgecv.compile.targets import resolve_target
+
+        try:
+            check_int8_target(resolve_target(target), host_cpu_flags())
+        except EdgecvError as exc:
+            result.status, result.reason = "skipped", str(exc)
+            return None
+    records = find_shipped_records(model, input_size, default_size, target, int8)
+    if records is None:
+        result.status = "skipped"
+        result.reason = (f"no tuning records in {shipped_records(model, input_size, default_size, target, int8)}"
+                         f": run `edgecv tune {model} --target {target}{' --int8' if int8 else ''}`")
+        return None
+    with progress(f"compiling {model}{' in int8' if int8 else ''} with the tuning records in {records}"):
+        compile_model(CompileRequest(model=model, target=target, out=out, weights=weights, input_size=input_size,
+                                     tuning_records=records, int8=int8), Progress(0, quiet=True))
+    return records
 
 
 def records_summary(records: Path) -> dict:

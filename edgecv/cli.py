@@ -189,7 +189,14 @@ def _cmd_bench(args) -> int:
     from edgecv.compile.progress import Progress
     from edgecv.compile.weights import Weights
 
-    weights = Weights(params_file=args.weights) if args.weights else Weights(random_seed=args.random_weights)
+    from edgecv.compile.zoo import resolve_model
+
+    if args.weights:
+        weights = Weights(params_file=args.weights)
+    elif args.random_weights is None and resolve_model(args.model).brings_weights:
+        weights = Weights()  # the real weights shipped with the model
+    else:
+        weights = Weights(random_seed=0 if args.random_weights is None else args.random_weights)
     report = run_bench(args.model, [b.strip() for b in args.backends.split(",") if b.strip()], args.rounds,
                        args.threads, args.image, args.out, args.target, weights, args.input_size, args.e2e_frames,
                        Progress(0))
@@ -269,7 +276,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--e2e-frames", type=int, default=10, help="frames of `edgecv run` on vtest.avi per backend (0: skip)")
     w = p.add_mutually_exclusive_group()
     w.add_argument("--weights", type=Path, metavar="FILE.params")
-    w.add_argument("--random-weights", type=int, default=0, metavar="SEED")
+    w.add_argument("--random-weights", type=int, metavar="SEED",
+                   help="random weights (default: seed 0, or a shipped model's own real weights)")
 
 
 def _add_compile(p: argparse.ArgumentParser) -> None:
