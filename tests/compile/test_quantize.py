@@ -168,7 +168,13 @@ def test_compile_int8_runs_on_the_edge_runtime_close_to_float32(tmp_path, detect
     x, _ = preprocess(cv2.imread(str(opencv_data / "basketball1.png")), manifest.input)
     want, got = TvmModel(detector_artifact)(x), TvmModel(out)(x)
     assert want.keys() == got.keys()
-    for key in want:
+    # Random weights give near-uniform class scores, which int8's rounding reorders: bound the typical error and
+    # the agreement, not the worst element (measured: median 0.5% of the largest box value and 1.4-1.9% of the
+    # largest score; correlation 0.97-0.99 for boxes, 0.74-0.79 for scores; a wrong scale, zero point or packing
+    # leaves no correlation). Accuracy on real weights is measured by `edgecv eval` (README).
+    for key, least_correlation in (("boxes", 0.9), ("scores", 0.5)):
         assert np.all(np.isfinite(got[key]))
-        error = np.abs(got[key] - want[key]).max() / np.abs(want[key]).max()
-        assert 0 < error < 0.1, (key, error)
+        difference = np.abs(got[key] - want[key]) / np.abs(want[key]).max()
+        assert 0 < np.median(difference) < 0.03, (key, np.median(difference))
+        correlation = np.corrcoef(got[key].ravel(), want[key].ravel())[0, 1]
+        assert correlation > least_correlation, (key, correlation)
