@@ -17,7 +17,6 @@ from edgecv.edge.annotate import VideoSink, annotate
 from edgecv.edge.config import RunConfig
 from edgecv.edge.counting import Counter, Counts, GroupMap
 from edgecv.edge.detector import Detector
-from edgecv.edge.memory import pin_mmap_threshold
 from edgecv.edge.payloads import counts_message, dlr_message, encode, event_message, stats_message
 from edgecv.edge.sources import Source
 from edgecv.edge.stats import LoopStats
@@ -196,7 +195,6 @@ class EdgeLoop:
             self._guard("progress", self.progress.update, self)
 
     def run(self, stop: threading.Event) -> Summary:
-        pin_mmap_threshold()  # frame-sized buffers in their own mappings: memory stays flat over long runs
         last = None
         try:
             for frame, prepared in self._frames(stop):
