@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import statistics
 from collections import Counter as _Tally
 from collections import deque
 from dataclasses import dataclass, field
@@ -108,7 +109,7 @@ class Smoother:
 
     def update(self, value: int) -> int:
         self.values.append(value)
-        return int(round(float(np.median(self.values))))
+        return int(round(statistics.median(self.values)))  # (numpy's median: 20x slower on a few values)
 
 
 @dataclass
