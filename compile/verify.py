@@ -45,6 +45,7 @@ class ImageReport:
 class VerifyReport:
     images: list[ImageReport] = field(default_factory=list)
     source: str = "mxnet"  # what the artifact was compared with
+    exact: bool = True  # False for int8: differences beyond float tolerance are expected, shown as "diff", not "FAIL"
 
     @property
     def ok(self) -> bool:
@@ -61,7 +62,8 @@ class VerifyReport:
             what = (f"detections {self.source} {r.reference} / compiled {r.compiled}, matched {r.matched}, "
                     f"differing {r.differing}, borderline {r.borderline}") if r.task == "detection" else (
                     f"top-{r.reference} classes, same {r.matched}, differing {r.differing}")
-            lines.append(f"{'ok  ' if r.ok else 'FAIL'} {Path(r.image).name}: max |diff| {diffs}; {what}")
+            verdict = "ok  " if r.ok else "FAIL" if self.exact else "diff"
+            lines.append(f"{verdict} {Path(r.image).name}: max |diff| {diffs}; {what}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
