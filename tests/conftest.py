@@ -20,6 +20,11 @@ REPO = Path(__file__).resolve().parent.parent
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 
 
+def verify_lines(stdout: str) -> list[str]:
+    """The per-image lines `edgecv compile --verify` prints: "ok", "diff" (int8's expected differences) or "FAIL"."""
+    return [line for line in stdout.splitlines() if line.startswith(("ok ", "diff ", "FAIL "))]
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """``edgecv ARGS`` in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "edgecv", *map(str, args)], capture_output=True, text=True,

@@ -8,15 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, verify_lines
 from edgecv.edge.artifact import read_manifest
 from edgecv.edge.elf import read_elf
 
 pytestmark = [pytest.mark.tvm, pytest.mark.mxnet]
-
-
-def _verify_lines(stdout: str) -> list[str]:
-    return [line for line in stdout.splitlines() if line.startswith(("ok ", "FAIL"))]
 
 
 @pytest.mark.slow
@@ -27,7 +23,7 @@ def test_compile_and_verify_detector(model, size, tmp_path, opencv_data):
     result = run_cli("compile", model, "--target", "x86_64", "--random-weights", "0", "--out", out, "--verify",
                      *(["--input-size", str(size)] if size else []))
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = _verify_lines(result.stdout)
+    lines = verify_lines(result.stdout)
     assert len(lines) == 4 and all(line.startswith("ok ") for line in lines), result.stdout
     # every image had detections to compare, and all of them matched
     for line in lines:
@@ -51,7 +47,7 @@ def test_classifier_compiles_and_verifies(tmp_path, opencv_data):
     manifest = read_manifest(out)
     assert manifest.task == "classification" and len(manifest.classes) == 1000
     assert manifest.outputs[0].shape == (1, 1000)
-    assert all(line.startswith("ok ") for line in _verify_lines(result.stdout))
+    assert all(line.startswith("ok ") for line in verify_lines(result.stdout))
 
 
 @pytest.mark.slow
@@ -113,7 +109,7 @@ def test_exported_checkpoint_with_nms_compiles_and_verifies(tmp_path, opencv_dat
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = read_manifest(out)
     assert manifest.decode.kind == "id_score_box" and len(manifest.classes) == 20
-    assert all(line.startswith("ok ") and "differing 0" in line for line in _verify_lines(result.stdout))
+    assert all(line.startswith("ok ") and "differing 0" in line for line in verify_lines(result.stdout))
 
 
 # ---- bad input: one clear line, exit code != 0, nothing left in --out ----

@@ -151,7 +151,7 @@ def test_calibration_source_errors(tmp_path):
 def test_compile_int8_runs_on_the_edge_runtime_close_to_float32(tmp_path, detector_artifact, opencv_data):
     import cv2
 
-    from conftest import run_cli
+    from conftest import run_cli, verify_lines
     from edgecv.edge.artifact import load_manifest
     from edgecv.edge.preprocess import preprocess
     from edgecv.edge.runtime import TvmModel
@@ -161,7 +161,7 @@ def test_compile_int8_runs_on_the_edge_runtime_close_to_float32(tmp_path, detect
                      "--target", "x86_64", "--int8", "--verify", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "int8 differs from MXNet" in result.stderr + result.stdout  # --verify shows it, doesn't fail on it
-    verdicts = [line.split()[0] for line in result.stdout.splitlines() if line.startswith(("ok ", "diff ", "FAIL"))]
+    verdicts = [line.split()[0] for line in verify_lines(result.stdout)]
     assert verdicts and "FAIL" not in verdicts and "diff" in verdicts, result.stdout  # expected differences
     manifest = load_manifest(out)
     assert manifest.quantization and "int8" in manifest.quantization and "vtest.avi" in manifest.quantization

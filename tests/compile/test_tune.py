@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import tvm_ffi
 
-from conftest import run_cli
+from conftest import run_cli, verify_lines
 from edgecv.compile.build import records_prepacked
 from edgecv.compile.pipeline import X86_RECORDS, find_shipped_records, records_levels
 from edgecv.edge.artifact import read_manifest
@@ -193,7 +193,7 @@ def test_rpc_tuning_writes_records_that_compile_applies(tiny_checkpoint, rpc_boa
         assert result.returncode == 0, result.stderr[-3000:]
         assert "with tuning records" in result.stderr
         assert ("weights pre-packed" in result.stderr) == (name == "tuned")
-        lines = [line for line in result.stdout.splitlines() if line.startswith(("ok ", "FAIL"))]
+        lines = verify_lines(result.stdout)
         assert lines and all(line.startswith("ok ") for line in lines), result.stdout
         manifest = read_manifest(out)
         assert manifest.tuning is not None

@@ -7,14 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from conftest import OPENCV_DATA, run_cli
+from conftest import OPENCV_DATA, run_cli, verify_lines
 from edgecv.edge.artifact import read_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.tvm, pytest.mark.mxnet]
-
-
-def _verify_lines(stdout: str) -> list[str]:
-    return [line for line in stdout.splitlines() if line.startswith(("ok ", "FAIL"))]
 
 
 @pytest.mark.parametrize("model,reference,outputs", [
@@ -25,7 +21,7 @@ def test_compile_verify_real_model(model, reference, outputs, tmp_path, opencv_d
     out = tmp_path / "art"
     result = run_cli("compile", model, "--target", "x86_64", "--out", out, "--verify")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    lines = _verify_lines(result.stdout)
+    lines = verify_lines(result.stdout)
     assert len(lines) == 4 and all(line.startswith("ok ") for line in lines), result.stdout
     for line in lines:  # real weights: real detections on every picture, all the same after NMS
         matched = int(line.split("matched ")[1].split(",")[0])
