@@ -654,11 +654,11 @@ class IpcServer:
                 self._cond.notify_all()
             return False                          # the nucleus just closes the socket
         conn.connected = True
-        conn.send([(":message-type", MSG_CONNECT_ACK), (":message-flags", FLAG_CONNECTION_ACCEPTED),
-                   (":stream-id", 0)])
-        with self._cond:
+        with self._cond:  # counted before the ack: a client that has its ack sees itself counted
             self.connections += 1
             self._cond.notify_all()
+        conn.send([(":message-type", MSG_CONNECT_ACK), (":message-flags", FLAG_CONNECTION_ACCEPTED),
+                   (":stream-id", 0)])
         return True
 
     def _respond(self, conn: _Connection, stream_id: int, operation: str, body: dict) -> None:
