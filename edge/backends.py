@@ -28,6 +28,10 @@ class _Reference:
         self.names = [o.name for o in self.manifest.outputs]
         self._load(ref, threads)
 
+    def input_buffer(self) -> np.ndarray:
+        """An array to preprocess frames into (the TVM backend's are read in place; these are copied)."""
+        return np.empty(self.manifest.input.shape, np.float32)
+
 
 class OnnxRuntimeModel(_Reference):
     kind = "onnx"

@@ -29,6 +29,7 @@ class Detector:
                                 "pass a detector artifact to --artifact")
         self.configure(config or DetectConfig())
         self.last_latency = 0.0
+        self._input: np.ndarray | None = None  # where frames not prepared ahead are preprocessed
 
     def configure(self, config: DetectConfig, low_score: float = TrackerConfig().low_score) -> None:
         """The artifact's decoding with the user's thresholds. Detections from ``low_score`` up are kept (the
@@ -42,16 +43,25 @@ class Detector:
                                          "max_detections": config.max_detections,
                                          "score_threshold": max(decode.score_threshold, below(self.kept_from))})
 
-    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
-        """The model's input for a BGR frame, and where the frame went in it (may run in another thread)."""
-        return preprocess(image, self.manifest.input)
+    def input_buffer(self) -> np.ndarray:
+        """An array to ``prepare`` frames into, which the model reads without copying it."""
+        return self.model.input_buffer()
+
+    def prepare(self, image: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, Placement]:
+        """The model's input for a BGR frame (written into ``out`` if given), and where the frame went in it
+        (may run in another thread)."""
+        return preprocess(image, self.manifest.input, out)
 
     def __call__(self, image: np.ndarray, frame_id: int = 0, timestamp: float = 0.0, source: str = "",
                  prepared: tuple[np.ndarray, Placement] | None = None) -> Detections:
         """Detections in frame pixels; ``prepared``: ``prepare(image)`` done ahead (``last_latency`` then
         counts from the model input on)."""
         start = time.perf_counter()
-        x, placement = prepared if prepared is not None else self.prepare(image)
+        if prepared is None:
+            if self._input is None:
+                self._input = self.input_buffer()
+            prepared = self.prepare(image, self._input)
+        x, placement = prepared
         raw = decode_detections(self.model(x), self.decode_spec, frame_id=frame_id, timestamp=timestamp,
                                 source=source)
         raw = raw[raw.scores >= self.kept_from]  # those below the user's threshold feed the tracker's 2nd pass

@@ -111,13 +111,17 @@ class EdgeLoop:
     # --- the loop ---
     def _frames(self, stop: threading.Event):
         """(frame, its model input or None): a file's frames are decoded and preprocessed ahead, in the reader
-        thread, while the model runs on the previous one (OpenCV and numpy release the GIL); a live source's
-        latest frame is preprocessed when the loop takes it."""
+        thread, while the model runs on the previous one (OpenCV and numpy release the GIL), into a few input
+        buffers the model reads in place, each handed back to the reader once the loop is done with its frame. A
+        live source's latest frame is preprocessed when the loop takes it."""
         if self.source.live:
             for frame in self.source.frames(stop):
                 yield frame, None
             return
         ahead: queue.Queue = queue.Queue(maxsize=2)  # reading takes a few ms against tens for inference
+        free: queue.Queue = queue.Queue()
+        for _ in range(ahead.maxsize + 2):  # queued, being read, being run
+            free.put(self.detector.input_buffer())
 
         def offer(item) -> bool:
             """Queue ``item`` unless the loop stops first (then nobody would take it)."""
@@ -130,9 +134,18 @@ class EdgeLoop:
             return False
 
         def prepared(frame):
+            while not stop.is_set():
+                try:
+                    buffer = free.get(timeout=0.2)
+                    break
+                except queue.Empty:
+                    continue
+            else:
+                return None
             try:
-                return self.detector.prepare(frame.image)
+                return self.detector.prepare(frame.image, buffer)
             except ValueError:  # a frame the model can't take: step() meets it again, counts and skips it
+                free.put(buffer)
                 return None
 
         def read():
@@ -157,6 +170,8 @@ class EdgeLoop:
             if item is _END:
                 return
             yield item
+            if item[1] is not None:  # the loop asks for the next frame once it is done with this one
+                free.put(item[1][0])
 
     def _close_source(self) -> None:
         """Close the source once its reader has let go of it: the reader may be inside a read (closing an

@@ -29,12 +29,15 @@ class Placement:
         return out
 
 
-def preprocess(frame_bgr: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Placement]:
-    """A BGR uint8 frame (H, W, 3) -> the model's input tensor and where the frame went."""
+def preprocess(frame_bgr: np.ndarray, spec: InputSpec, out: np.ndarray | None = None) -> tuple[np.ndarray, Placement]:
+    """A BGR uint8 frame (H, W, 3) -> the model's input tensor and where the frame went. ``out``: a float32 array
+    of the input's shape to write the tensor into (and return) instead of a new one."""
     import cv2
 
     if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
         raise ValueError(f"expected a colour frame (H, W, 3), got shape {frame_bgr.shape}")
+    if out is not None and (out.shape != spec.shape or out.dtype != np.float32):
+        raise ValueError(f"out must be float32 {spec.shape}, got {out.dtype} {out.shape}")
     h, w = frame_bgr.shape[:2]
     th, tw = spec.height, spec.width
     if spec.resize == "stretch":
@@ -47,24 +50,24 @@ def preprocess(frame_bgr: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Plac
         canvas = np.full((th, tw, 3), spec.pad_value, np.uint8)
         canvas[py:py + nh, px:px + nw] = cv2.resize(frame_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
         sx = sy = s
-    return _normalized(canvas, spec), Placement(sx, sy, float(px), float(py), w, h)
+    return _normalized(canvas, spec, out), Placement(sx, sy, float(px), float(py), w, h)
 
 
-def _normalized(canvas: np.ndarray, spec: InputSpec) -> np.ndarray:
+def _normalized(canvas: np.ndarray, spec: InputSpec, out: np.ndarray | None) -> np.ndarray:
     """(pixel - mean) / std in the model's colour order and layout, written once into the input tensor: each
     channel is converted while it is copied into place, then scaled in place (0.2 ms for 300x300 against 1 ms
     for a float copy of the image, a broadcast subtract, a divide and a transposed copy)."""
     channels = (2, 1, 0) if spec.color == "RGB" else (0, 1, 2)
     mean = np.asarray(spec.mean, np.float32)
     scale = np.float32(1) / np.asarray(spec.std, np.float32)
+    x = np.empty(spec.shape, np.float32) if out is None else out
     if spec.layout == "NCHW":
-        x = np.empty((1, 3, *canvas.shape[:2]), np.float32)
         for c, source in enumerate(channels):
             x[0, c] = canvas[:, :, source]
         x -= mean[:, None, None]
         x *= scale[:, None, None]
     else:
-        x = canvas[None, :, :, channels].astype(np.float32, order="C")
+        x[0] = canvas[:, :, channels]
         x -= mean
         x *= scale
     return x

@@ -12,6 +12,7 @@ import ctypes
 import importlib.util
 import os
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +66,14 @@ class _Runtime:
         self._to_bytes = tvm_ffi.get_global_func("runtime.TVMTensorCopyToBytes")
         self.threads = tvm_ffi.get_global_func("runtime.NumThreads")
 
+    def empty(self, shape: tuple[int, ...], dtype: str):
+        """A runtime tensor, aligned as compiled kernels expect; its values are undefined."""
+        return self._alloc(self.ffi.Shape(shape), self.ffi.dtype(dtype), self.cpu, None)
+
     def tensor(self, array: np.ndarray):
-        """A runtime tensor (aligned as compiled kernels expect) holding a copy of ``array``."""
+        """A runtime tensor holding a copy of ``array``."""
         array = np.asarray(array, order="C")  # (not ascontiguousarray: it turns 0-d scalars into shape (1,))
-        t = self._alloc(self.ffi.Shape(array.shape), self.ffi.dtype(str(array.dtype)), self.cpu, None)
-        return self.copy_into(t, array)
+        return self.copy_into(self.empty(array.shape, str(array.dtype)), array)
 
     def copy_into(self, tensor, array: np.ndarray):
         """``tensor`` (same shape and type) overwritten with ``array``'s values."""
@@ -82,11 +86,25 @@ class _Runtime:
         self._to_bytes(tensor, out.ctypes.data_as(ctypes.c_void_p), out.nbytes)
         return out
 
+    @staticmethod
+    def view(tensor) -> np.ndarray:
+        """A writable numpy array over ``tensor``'s own memory; the array keeps the tensor alive."""
+        return np.asarray(_TensorMemory(tensor))
+
     def load_vm(self, library: Path):
         """The Relax VM of a compiled library, initialised for the CPU."""
         executable = self.ffi.load_module(str(library))["vm_load_executable"]()
         executable["vm_initialization"](self.cpu.dlpack_device_type(), self.cpu.index, POOLED_ALLOCATOR)
         return executable
+
+
+class _TensorMemory:
+    """A runtime tensor's memory as numpy sees it (the array interface), holding the tensor."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+        self.__array_interface__ = {"data": (tensor.data_ptr(), False), "shape": tuple(tensor.shape),
+                                    "typestr": np.dtype(str(tensor.dtype)).str, "version": 3}
 
 
 def tvm_runtime() -> _Runtime:
@@ -110,6 +128,7 @@ class TvmModel:
             self._main = self._vm["main"]
             self._params = self._load_params()
             self._input = None
+            self._buffers = weakref.WeakValueDictionary()  # input_buffer()'s memory by address, while in use
         except Exception as exc:  # TVM raises its own error types for a library it can't load
             raise ArtifactError(f"TVM could not load {library} ({reason(exc)})",
                                 "recompile the artifact for this machine") from None
@@ -120,15 +139,27 @@ class TvmModel:
         with np.load(self.folder / self.manifest.params) as stored:  # one tensor in memory at a time
             return [self._rt.tensor(stored[name]) for name in sorted(stored.files)]
 
+    def input_buffer(self) -> np.ndarray:
+        """An input array the model reads in place: preprocess a frame into it (in any thread) and pass it to
+        ``__call__``, which then skips copying it into the model's own input tensor (1 MB for a 300x300 input:
+        0.06 ms when only the model runs, 0.45 ms in the edge loop, with the frame prepared on the other core)."""
+        array = self._rt.view(self._rt.empty(self.manifest.input.shape, "float32"))
+        self._buffers[array.ctypes.data] = array.base
+        return array
+
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         spec = self.manifest.input
         if tuple(x.shape) != spec.shape or x.dtype != np.float32:
             raise ValueError(f"input must be float32 {spec.shape}, got {x.dtype} {x.shape}")
-        if self._input is None:  # one input tensor for the model's life: a fresh 1 MB+ buffer per frame costs
-            self._input = self._rt.tensor(x)  # its page faults every time (~0.5 ms per frame here)
-        else:
-            self._rt.copy_into(self._input, x)
-        result = self._main(self._input, *self._params)
+        memory = self._buffers.get(x.ctypes.data) if x.flags.c_contiguous else None
+        tensor = memory.tensor if memory is not None else None
+        if tensor is None:  # any other array is copied into one input tensor kept for the model's life (a
+            if self._input is None:  # fresh 1 MB+ tensor per frame costs its page faults every time)
+                self._input = self._rt.tensor(x)
+            else:
+                self._rt.copy_into(self._input, x)
+            tensor = self._input
+        result = self._main(tensor, *self._params)
         arrays = [result] if isinstance(result, self._rt.ffi.Tensor) else list(result)
         if len(arrays) != len(self.manifest.outputs):
             raise ArtifactError(f"{self.folder} returned {len(arrays)} outputs, its manifest lists "

@@ -41,3 +41,21 @@ def test_early_cut_keeps_the_same_detections(detector_artifact, opencv_data, sco
         candidates = [len(DETECTION_DECODERS[spec.kind](outputs, spec)[1]) for spec in (model_spec, detector.decode_spec)]
         cut_before_nms += candidates[0] - candidates[1]
     assert cut_before_nms > 0, "no candidate fell under the cut: the comparison showed nothing"
+
+
+def test_the_model_reads_its_input_buffers_in_place(detector_artifact, opencv_data):
+    """A frame preprocessed into ``input_buffer()`` gives the outputs of the same frame passed as a plain array
+    (copied in), also after the buffer is rewritten with another frame and back; a dropped buffer is forgotten."""
+    detector = Detector(detector_artifact)
+    model = detector.model
+    frames = [cv2.imread(str(opencv_data / name)) for name in ("basketball1.png", "building.jpg")]
+    expected = [model(detector.prepare(frame)[0]) for frame in frames]
+    buffer = detector.input_buffer()
+    for frame, want in [*zip(frames, expected), (frames[0], expected[0])]:
+        x, _ = detector.prepare(frame, buffer)
+        got = model(x)
+        assert x is buffer and all(np.array_equal(got[name], want[name]) for name in want)
+    assert not all(np.array_equal(expected[0][name], expected[1][name]) for name in expected[0])  # two pictures
+    assert len(model._buffers) == 1
+    del buffer, x
+    assert len(model._buffers) == 0

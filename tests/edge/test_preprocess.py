@@ -52,3 +52,19 @@ def test_a_grey_frame_is_refused():
     spec = InputSpec(name="data", shape=(1, 3, 32, 32), color="RGB", mean=MEAN, std=STD, resize="stretch")
     with pytest.raises(ValueError, match="colour frame"):
         preprocess(np.zeros((48, 64), np.uint8), spec)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_written_into_a_given_array(opencv_data, layout):
+    """The loop preprocesses into buffers the model reads in place: the same values as a fresh tensor, in the
+    array given, whatever it held before."""
+    frame = cv2.imread(str(opencv_data / "building.jpg"))
+    shape = (1, 3, 96, 128) if layout == "NCHW" else (1, 96, 128, 3)
+    spec = InputSpec(name="data", shape=shape, layout=layout, color="RGB", mean=MEAN, std=STD, resize="letterbox")
+    fresh, placement = preprocess(frame, spec)
+    out = np.full(shape, np.nan, np.float32)
+    x, again = preprocess(frame, spec, out)
+    assert x is out and again == placement
+    np.testing.assert_array_equal(out, fresh)
+    with pytest.raises(ValueError, match=r"out must be float32 \(1, \d+, \d+, \d+\), got float32 \(1, 3, 9, 9\)"):
+        preprocess(frame, spec, np.zeros((1, 3, 9, 9), np.float32))
