@@ -167,7 +167,7 @@ def _cmd_bench_loop(args) -> int:
             print(f"\r{done:,}/{args.frames:,} frames", end="", file=sys.stderr, flush=True)
 
     result = run_benchmark(args.artifact, args.video, args.frames, args.out, viewer_frames=args.viewer_frames,
-                           mqtt=args.mqtt, progress=progress)
+                           mqtt=args.mqtt, progress=progress, rounds=args.rounds, round_frames=args.round_frames)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(json.dumps(result, indent=2))
@@ -177,7 +177,10 @@ def _cmd_bench_loop(args) -> int:
 def _add_bench_loop(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifact", required=True, type=Path, help="detector artifact folder")
     p.add_argument("--video", required=True, type=Path, help="video to run (played again until --frames frames are done)")
-    p.add_argument("--frames", type=int, default=1000, help="frames to run (default 1000)")
+    p.add_argument("--frames", type=int, default=1000, help="frames of the long run, for memory (default 1000)")
+    p.add_argument("--rounds", type=int, default=6,
+                   help="paired rounds (model alone, loop, model alone) for the frames/s ratio (default 6)")
+    p.add_argument("--round-frames", type=int, default=300, metavar="N", help="loop frames per round (default 300)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="where loop.json/loop.md go")
     p.add_argument("--mqtt", metavar="URL", help="also publish the counts to this broker, as `edgecv run` does")
     p.add_argument("--viewer-frames", type=int, default=0, metavar="N",

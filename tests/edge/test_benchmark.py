@@ -15,13 +15,19 @@ def test_bench_loop_measures_loop_memory_and_viewer_cost(detector_artifact, open
 
     sub = Subscriber(broker.port, "edgecv/bench/counts")
     result = run_cli("bench-loop", "--artifact", detector_artifact, "--video", opencv_data / "vtest.avi",
-                     "--frames", 12, "--viewer-frames", 6, "--mqtt", broker.url, "--out", tmp_path, timeout=600)
+                     "--frames", 12, "--rounds", 3, "--round-frames", 5, "--viewer-frames", 6, "--mqtt", broker.url,
+                     "--out", tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     saved = json.loads((tmp_path / "loop.json").read_text())
     assert saved == json.loads(result.stdout)
     assert saved["frames"] == 12 and saved["model"] == "ssd_512_mobilenet1.0_voc"
-    assert 0 < saved["end_to_end_fps"] and 0 < saved["inference_fps"]
-    assert saved["ratio"] == pytest.approx(saved["end_to_end_fps"] / saved["inference_fps"], abs=2e-3)
+    paired = saved["paired_rounds"]
+    assert paired["rounds"] == 3 and paired["frames_per_round"] == 5
+    assert all(len(paired[k]) == 3 and min(paired[k]) > 0 for k in ("inference_fps", "end_to_end_fps", "ratios"))
+    for e2e, alone, ratio in zip(paired["end_to_end_fps"], paired["inference_fps"], paired["ratios"]):
+        assert ratio == pytest.approx(e2e / alone, abs=2e-3)
+    assert saved["ratio"] == pytest.approx(sorted(paired["ratios"])[1], abs=1e-3)  # the median round
+    assert saved["inference_fps"] == sorted(paired["inference_fps"])[1] and saved["long_run_end_to_end_fps"] > 0
     memory = saved["rss_mb"]
     assert saved["peak_rss_mb"] >= memory["end"] > 50
     frames = [f for f, _ in memory["curve"]]
