@@ -123,24 +123,22 @@ class EdgeLoop:
         for _ in range(ahead.maxsize + 2):  # queued, being read, being run
             free.put(self.detector.input_buffer())
 
-        def offer(item) -> bool:
-            """Queue ``item`` unless the loop stops first (then nobody would take it)."""
+        def patiently(operation, *args):
+            """(True, result) of a queue ``operation``, retried until it succeeds; (False, None) if the loop stops
+            first (then nobody would take or give back anything)."""
             while not stop.is_set():
                 try:
-                    ahead.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
+                    return True, operation(*args, timeout=0.2)
+                except (queue.Full, queue.Empty):
                     continue
-            return False
+            return False, None
+
+        def offer(item) -> bool:
+            return patiently(ahead.put, item)[0]
 
         def prepared(frame):
-            while not stop.is_set():
-                try:
-                    buffer = free.get(timeout=0.2)
-                    break
-                except queue.Empty:
-                    continue
-            else:
+            got, buffer = patiently(free.get)
+            if not got:
                 return None
             try:
                 return self.detector.prepare(frame.image, buffer)

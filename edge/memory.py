@@ -2,8 +2,8 @@
 
 The loop leaves glibc's malloc alone. An earlier version pinned its mmap threshold at 128 KB so that each
 frame-sized buffer got its own mapping, returned to the system when freed; but a fresh mapping costs a page fault
-per 4 KB page on first touch, every frame: 1.7 ms per frame on the OID SSD-300 loop (end-to-end 0.80 -> 0.89 of
-pure inference without the pin, interleaved runs), 5 ms on SSD-512. With glibc's default (the threshold rises to
+per 4 KB page on first touch, every frame: 1.7 ms per frame on the OID SSD-300 loop (end to end 62.5 -> 72.9
+fps without the pin), 5 ms on SSD-512. With glibc's default (the threshold rises to
 the largest freed buffer, so frames are recycled from the heap) memory is as flat: peak 173.0 vs 171.9 MB over
 3,000 frames, and `edgecv bench-loop` checks it over 10,000.
 """

@@ -152,14 +152,12 @@ class TvmModel:
         if tuple(x.shape) != spec.shape or x.dtype != np.float32:
             raise ValueError(f"input must be float32 {spec.shape}, got {x.dtype} {x.shape}")
         memory = self._buffers.get(x.ctypes.data) if x.flags.c_contiguous else None
-        tensor = memory.tensor if memory is not None else None
-        if tensor is None:  # any other array is copied into one input tensor kept for the model's life (a
+        if memory is None:  # any other array is copied into one input tensor kept for the model's life (a
             if self._input is None:  # fresh 1 MB+ tensor per frame costs its page faults every time)
                 self._input = self._rt.tensor(x)
             else:
                 self._rt.copy_into(self._input, x)
-            tensor = self._input
-        result = self._main(tensor, *self._params)
+        result = self._main(self._input if memory is None else memory.tensor, *self._params)
         arrays = [result] if isinstance(result, self._rt.ffi.Tensor) else list(result)
         if len(arrays) != len(self.manifest.outputs):
             raise ArtifactError(f"{self.folder} returned {len(arrays)} outputs, its manifest lists "
