@@ -32,6 +32,13 @@ class _Reference:
         """An array to preprocess frames into (the TVM backend's are read in place; these are copied)."""
         return np.empty(self.manifest.input.shape, np.float32)
 
+    def replica(self):
+        raise ArtifactError(f"parallel streams run compiled artifacts only, not the {self.kind} reference",
+                            "set streams to 1 with a reference backend")
+
+    def use_threads(self, count: int) -> None:
+        """(The references keep their own threads: ``threads`` when opened.)"""
+
 
 class OnnxRuntimeModel(_Reference):
     kind = "onnx"

@@ -137,35 +137,66 @@ def memory_trend(samples: list[tuple[int, float]], frames: int, points: int = 20
             "mb_per_1000_frames_second_half": round((end - middle) / half_frames * 1000, 3), "curve": curve}
 
 
-def paired_rounds(detector, x, loop_round, rounds: int, frames: int, runs: int = 40) -> dict:
-    """End-to-end frames/s against the model alone, in rounds: the model alone ``runs`` times on ``x``, the loop
-    over ``frames`` frames (``loop_round(frames)`` -> frames done), the model alone again. Each round's ratio is
-    taken against the mean of the model-alone measurements around it, and the median round reported: this
-    machine's speed drifts by 20% within a minute, a ratio of measurements far apart in time is mostly drift."""
-    def alone() -> float:
+def paired_rounds(alone: dict, loops: dict, rounds: int, frames: int, runs: int = 40) -> dict:
+    """End-to-end frames/s against the model alone, in rounds: the model alone ``runs`` times in each of the ways
+    in ``alone`` (name -> ``fn(runs)`` -> frames/s: one instance on all cores, parallel streams), the loop over
+    ``frames`` frames in each of the ways in ``loops`` (name -> ``fn(frames)`` -> frames done; in turns, the order
+    reversed every other round), the model alone again. Each round's ratios are taken against the fastest way's
+    mean of the measurements around it (the artifact's best pure inference), and the median round reported: this
+    machine's speed drifts by 20% within a minute, a ratio of measurements far apart in time is mostly drift.
+    ``end_to_end_fps``/``ratios``: the last of ``loops``, the one measured."""
+    by_way: dict[str, list[float]] = {name: [] for name in alone}
+    fps_by_loop: dict[str, list[float]] = {name: [] for name in loops}
+    ratios_by_loop: dict[str, list[float]] = {name: [] for name in loops}
+    inference = []
+    for round_ in range(rounds):
+        before = {name: fn(runs) for name, fn in alone.items()}
+        fps = {}
+        for name in (list(loops) if round_ % 2 == 0 else list(loops)[::-1]):
+            start = time.perf_counter()
+            done = loops[name](frames)
+            fps[name] = done / (time.perf_counter() - start)
+        for name, fn in alone.items():
+            by_way[name].append(round((before[name] + fn(runs)) / 2, 3))
+        best = max(way[-1] for way in by_way.values())
+        inference.append(best)
+        for name in loops:
+            fps_by_loop[name].append(round(fps[name], 3))
+            ratios_by_loop[name].append(round(fps[name] / best, 4))
+    measured = list(loops)[-1]
+    result = {"rounds": rounds, "frames_per_round": frames, "model_runs_around_each": runs,
+              "inference_fps": inference, "inference_fps_by_way": by_way, "end_to_end_fps": fps_by_loop[measured],
+              "ratios": ratios_by_loop[measured], "ratio_median": round(float(np.median(ratios_by_loop[measured])), 3)}
+    if len(loops) > 1:
+        result["end_to_end_fps_by_loop"] = fps_by_loop
+        result["ratio_median_by_loop"] = {name: round(float(np.median(r)), 3) for name, r in ratios_by_loop.items()}
+    return result
+
+
+def model_alone(detector, x, streams=None):
+    """``fn(runs)`` -> the model's frames/s alone on input ``x``: in this thread (one instance, all cores), or
+    spread over ``streams`` (``DetectionStreams``), as many runs under way as there are streams."""
+    def one(runs: int) -> float:
         start = time.perf_counter()
         for _ in range(runs):
             detector.model(x)
         return runs / (time.perf_counter() - start)
 
-    inference, end_to_end, ratios = [], [], []
-    for _ in range(rounds):
-        before = alone()
+    def spread(runs: int) -> float:
         start = time.perf_counter()
-        done = loop_round(frames)
-        fps = done / (time.perf_counter() - start)
-        mean = (before + alone()) / 2
-        inference.append(round(mean, 3))
-        end_to_end.append(round(fps, 3))
-        ratios.append(round(fps / mean, 4))
-    return {"rounds": rounds, "frames_per_round": frames, "model_runs_around_each": runs,
-            "inference_fps": inference, "end_to_end_fps": end_to_end, "ratios": ratios,
-            "ratio_median": round(float(np.median(ratios)), 3)}
+        for future in [streams.infer(x) for _ in range(runs)]:
+            future.result()
+        return runs / (time.perf_counter() - start)
+
+    return one if streams is None else spread
 
 
 def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_frames: int = 0,
-                  mqtt: str | None = None, progress=None, rounds: int = 6, round_frames: int = 300) -> dict:
-    """End-to-end against pure inference frames/s in ``rounds`` paired rounds of ``round_frames`` frames, then
+                  mqtt: str | None = None, progress=None, rounds: int = 6, round_frames: int = 300,
+                  streams: int = 1) -> dict:
+    """End-to-end (the loop in ``streams`` detection streams) against pure inference frames/s (the best of one
+    model instance on all cores and, if ``streams`` > 1, as many streams alone) in ``rounds`` paired rounds of
+    ``round_frames`` frames, then
     ``frames`` frames of ``video`` (played again as often as needed) through the whole loop with its RSS sampled
     twice a second; publishing to ``mqtt`` if given, as `edgecv run` does; ``progress(frames_done)`` if given."""
     from edgecv.edge.config import RunConfig
@@ -175,18 +206,27 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
     detector = Detector(artifact)
     source = _LoopedVideo(video, frames)
     first = next(source.frames(threading.Event()))  # a clear error now if the video can't be read
-    x, _ = detector.prepare(first.image)
+    x, _ = detector.prepare(first.image, detector.input_buffer())  # read in place, as the loop's inputs are
     for _ in range(10):  # warm-up: the first runs fault in the model's memory
         detector.model(x)
 
-    config = RunConfig(device="bench", **({"mqtt": {"url": mqtt}} if mqtt else {}))
+    config = RunConfig(device="bench", streams=streams, **({"mqtt": {"url": mqtt}} if mqtt else {}))
     publisher = open_publisher(config)
+    alone = {"one instance": model_alone(detector, x)}
+    if streams > 1:  # (the loop's own streams, between its rounds)
+        alone[f"{streams} streams"] = model_alone(detector, x, detector.streams(streams))
+        alone[f"{streams} streams"](10)  # warm-up: each stream's first runs fault in its instance's memory
 
-    def loop_round(n: int) -> int:
-        return EdgeLoop(config, detector, _LoopedVideo(video, n), publisher).run(threading.Event()).frames
+    def loop_round(streams_: int):
+        def run(n: int) -> int:
+            looped = config.model_copy(update={"streams": streams_})
+            return EdgeLoop(looped, detector, _LoopedVideo(video, n), publisher).run(threading.Event()).frames
+        return run
 
+    # with streams, one stream's loop too, in the same rounds: what the streams gain, measured side by side
+    loops = {f"{n} stream{'s' if n > 1 else ''}": loop_round(n) for n in sorted({1, streams})}
     try:
-        paired = paired_rounds(detector, x, loop_round, rounds, round_frames)
+        paired = paired_rounds(alone, loops, rounds, round_frames)
         loop = EdgeLoop(config, detector, source, publisher)
         samples: list[tuple[int, float]] = [(0, status_mb("VmRSS"))]
         stop = threading.Event()
@@ -213,9 +253,9 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
     samples.append((summary.frames, status_mb("VmRSS")))
     result = {
         "artifact": str(artifact), "model": detector.manifest.model, "input": list(detector.manifest.input.shape),
-        "video": str(video), "published_to": mqtt,
-        "inference_fps": float(np.median(paired["inference_fps"])),
-        "end_to_end_fps": float(np.median(paired["end_to_end_fps"])), "ratio": paired["ratio_median"],
+        "video": str(video), "published_to": mqtt, "streams": streams,
+        "inference_fps": round(float(np.median(paired["inference_fps"])), 3),
+        "end_to_end_fps": round(float(np.median(paired["end_to_end_fps"])), 3), "ratio": paired["ratio_median"],
         "paired_rounds": paired,
         "frames": summary.frames, "long_run_end_to_end_fps": round(summary.frames / elapsed, 3),
         "rss_mb": memory_trend(samples, summary.frames),
@@ -226,20 +266,27 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
     if viewer_frames:
         result["viewer"] = viewer_cost(detector, video, viewer_frames)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "loop.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "loop" if streams == 1 else f"loop-{streams}streams"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     p = result["paired_rounds"]
-    (out / "loop.md").write_text(
+    ways = ", ".join(f"{way} {np.median(fps):.1f}" for way, fps in p["inference_fps_by_way"].items())
+    by_loop = p.get("ratio_median_by_loop", {})
+    side_by_side = "".join(f" In the same rounds, the loop in {other}: {np.median(p['end_to_end_fps_by_loop'][other]):.1f} "
+                           f"fps end to end, ratio {by_loop[other]}." for other in list(by_loop)[:-1])
+    (out / f"{name}.md").write_text(
         f"# edge loop benchmark ({result['date']})\n\n{result['machine']['cpu']}, {result['machine']['cores']} cores\n\n"
-        "| model | input | inference fps | end-to-end fps | ratio (median of rounds) | rounds |\n|---|---|---|---|---|---|\n"
-        f"| {result['model']} | {result['input'][2]}x{result['input'][3]} | {result['inference_fps']} | "
+        "| model | input | streams | inference fps (best way alone) | end-to-end fps | ratio (median of rounds) | "
+        "rounds |\n|---|---|---|---|---|---|---|\n"
+        f"| {result['model']} | {result['input'][2]}x{result['input'][3]} | {streams} | {result['inference_fps']} | "
         f"{result['end_to_end_fps']} | **{result['ratio']}** | {p['rounds']} x {p['frames_per_round']} frames: "
         f"{', '.join(str(r) for r in p['ratios'])} |\n"
         f"\nFrames decoded from {Path(result['video']).name}, played again as often as needed. Each round: the "
-        f"compiled model alone {p['model_runs_around_each']} times on the video's first frame, the loop over "
-        f"{p['frames_per_round']} frames (decoding, preprocessing, inference, decoding of the outputs, NMS, "
-        "tracking and counting), the model alone again; the round's ratio is its end-to-end frames/s over the mean "
-        "of the two model-alone measurements around it (the machine's speed drifts; only measurements close in "
-        "time compare). Inference and end-to-end fps: medians over the rounds.\n"
+        f"compiled model alone {p['model_runs_around_each']} times on the video's first frame in each way it can "
+        f"run alone ({ways} frames/s, medians), the loop over {p['frames_per_round']} frames in {streams} "
+        "detection stream(s) (decoding, preprocessing, inference, decoding of the outputs, NMS, tracking and "
+        "counting), the model alone again; the round's ratio is its end-to-end frames/s over the fastest way's mean "
+        "of the model-alone measurements around it (the machine's speed drifts; only measurements close in time "
+        f"compare). Inference and end-to-end fps: medians over the rounds.{side_by_side}\n"
         "\n## Memory over a long run\n\n"
         "| frames | end-to-end fps | RSS after 10% | RSS half way | RSS end | growth, 2nd half | peak RSS |\n"
         "|---|---|---|---|---|---|---|\n"

@@ -1,6 +1,7 @@
 """Frame -> ``Detections`` in frame pixels: preprocess as the manifest says, run, decode, NMS, threshold."""
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -27,6 +28,8 @@ class Detector:
         if self.manifest.task != "detection":
             raise ArtifactError(f"{artifact} is a {self.manifest.task} model, not a detector",
                                 "pass a detector artifact to --artifact")
+        self._replicas: list[Detector] = []
+        self._streams: dict = {}  # count -> DetectionStreams
         self.configure(config or DetectConfig())
         self.last_latency = 0.0
         self._input: np.ndarray | None = None  # where frames not prepared ahead are preprocessed
@@ -42,6 +45,27 @@ class Detector:
         self.decode_spec = DecodeSpec(**{**decode.model_dump(), "nms_iou": config.nms_iou,
                                          "max_detections": config.max_detections,
                                          "score_threshold": max(decode.score_threshold, below(self.kept_from))})
+        for twin in self._replicas:
+            twin.config, twin.kept_from, twin.decode_spec = self.config, self.kept_from, self.decode_spec
+
+    def replicas(self, count: int) -> list[Detector]:
+        """``count`` detectors for parallel streams: this one and twins, each with its own model instance (the same
+        weights), configured as this one is (now and on every ``configure``); made once, kept for its life."""
+        while len(self._replicas) < count - 1:
+            twin = copy.copy(self)
+            twin.model, twin._input, twin.last_latency = self.model.replica(), None, 0.0
+            twin._replicas, twin._streams = [], {}
+            self._replicas.append(twin)
+        return [self, *self._replicas[:count - 1]]
+
+    def streams(self, count: int):
+        """``count`` parallel detection streams over this detector and its replicas (``DetectionStreams``), made
+        once per count and kept for the detector's life."""
+        if count not in self._streams:
+            from edgecv.edge.streams import DetectionStreams
+
+            self._streams[count] = DetectionStreams(self, count)
+        return self._streams[count]
 
     def input_buffer(self) -> np.ndarray:
         """An array to ``prepare`` frames into, which the model reads without copying it."""

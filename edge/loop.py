@@ -1,7 +1,7 @@
 """The edge loop: Source -Frame-> Detector -Detections-> Tracker -> Counter -Counts-> sinks.
 
-Files are read ahead in a thread so decoding overlaps inference; live sources read in their own
-thread. A sink that fails is logged and counted, never allowed to stop the loop.
+Frames are read in a thread (files ahead, so decoding overlaps inference; live sources read in their own thread
+too) and detected in ``config.streams`` parallel streams while the loop tracks and counts, in frame order. A sink that fails is logged and counted, never allowed to stop the loop.
 """
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from pathlib import Path
 from edgecv.edge.annotate import VideoSink, annotate
 from edgecv.edge.config import RunConfig
 from edgecv.edge.counting import Counter, Counts, GroupMap
+from edgecv.edge.detections import Detections
 from edgecv.edge.detector import Detector
 from edgecv.edge.payloads import counts_message, dlr_message, encode, event_message, stats_message
 from edgecv.edge.sources import Source
 from edgecv.edge.stats import LoopStats
+from edgecv.edge.streams import DetectionStreams
 from edgecv.edge.tracker import IouTracker
 
 log = logging.getLogger("edgecv.loop")
@@ -58,9 +60,9 @@ class EdgeLoop:
         self.frame_listeners: list = []  # callables (frame, tracked detections, counts), e.g. a live view
 
     def reconfigure(self, config: RunConfig) -> None:
-        """Apply a new configuration from any thread, at the next frame: thresholds, tracker, counting
-        (line/zone totals of the same name carry over), publishing interval. The device name, source and
-        model are fixed for a loop's life: changing them means a new loop."""
+        """Apply a new configuration from any thread, at the next frame: thresholds (from the next frame a stream
+        starts on), tracker, counting (line/zone totals of the same name carry over), publishing interval. The
+        device name, source, model and streams are fixed for a loop's life: changing them means a new loop."""
         with self._pending_lock:
             self._pending = config
 
@@ -109,18 +111,19 @@ class EdgeLoop:
         self._last_stats_at = now
 
     # --- the loop ---
-    def _frames(self, stop: threading.Event):
-        """(frame, its model input or None): a file's frames are decoded and preprocessed ahead, in the reader
-        thread, while the model runs on the previous one (OpenCV and numpy release the GIL), into a few input
-        buffers the model reads in place, each handed back to the reader once the loop is done with its frame. A
-        live source's latest frame is preprocessed when the loop takes it."""
-        if self.source.live:
-            for frame in self.source.frames(stop):
-                yield frame, None
-            return
-        ahead: queue.Queue = queue.Queue(maxsize=2)  # reading takes a few ms against tens for inference
+    def _detections(self, stop: threading.Event, streams: DetectionStreams):
+        """(frame, future of its detections and latency), in frame order. A reader thread takes the frames and
+        preprocesses each (OpenCV and numpy release the GIL) into an input buffer the model reads in place, then
+        hands it to the detection streams, which run while the loop tracks and counts the frames before. Each
+        buffer is given back once its detection is done, and the reader takes a buffer before it takes a frame:
+        a live source's latest frame is taken when a stream is free to start on it (one buffer per stream), a
+        file's frames are read ahead (a few more buffers)."""
+        live = self.source.live
+        ahead: queue.Queue = queue.Queue(maxsize=streams.count + (0 if live else 1))
         free: queue.Queue = queue.Queue()
-        for _ in range(ahead.maxsize + 2):  # queued, being read, being run
+        # one buffer per stream for a live source; for a file, one for each frame queued ahead, the one being read
+        # and the loop's current one
+        for _ in range(streams.count if live else ahead.maxsize + 2):
             free.put(self.detector.input_buffer())
 
         def patiently(operation, *args):
@@ -136,20 +139,25 @@ class EdgeLoop:
         def offer(item) -> bool:
             return patiently(ahead.put, item)[0]
 
-        def prepared(frame):
-            got, buffer = patiently(free.get)
-            if not got:
-                return None
+        def detect(frame, buffer):
             try:
-                return self.detector.prepare(frame.image, buffer)
-            except ValueError:  # a frame the model can't take: step() meets it again, counts and skips it
+                prepared = self.detector.prepare(frame.image, buffer)
+            except ValueError:  # a frame the model can't take: its stream meets it again, and the loop skips it
                 free.put(buffer)
-                return None
+                return streams.submit(frame)
+            detection = streams.submit(frame, prepared)
+            detection.add_done_callback(lambda _: free.put(buffer))
+            return detection
 
         def read():
             try:
-                for frame in self.source.frames(stop):
-                    if not offer((frame, prepared(frame))):
+                frames = self.source.frames(stop)
+                while True:
+                    got, buffer = patiently(free.get)
+                    frame = next(frames, None) if got else None
+                    if frame is None:
+                        return
+                    if not offer((frame, detect(frame, buffer))):
                         return
             except Exception as exc:
                 log.error("reading %s failed: %s", self.source.name, exc)
@@ -168,8 +176,6 @@ class EdgeLoop:
             if item is _END:
                 return
             yield item
-            if item[1] is not None:  # the loop asks for the next frame once it is done with this one
-                free.put(item[1][0])
 
     def _close_source(self) -> None:
         """Close the source once its reader has let go of it: the reader may be inside a read (closing an
@@ -180,10 +186,10 @@ class EdgeLoop:
                 log.warning("the reader of %s did not stop within 5 s; closing it anyway", self.source.name)
         self.source.close()
 
-    def step(self, frame, prepared=None) -> None:
+    def step(self, frame, detections: Detections, latency: float = 0.0) -> None:
+        """Track, count and publish one frame's detections (``latency``: seconds the detector took)."""
         self._apply_pending()
-        detections = self.detector(frame.image, frame.index, frame.timestamp, frame.source, prepared)
-        self.stats.frame(self.detector.last_latency)
+        self.stats.frame(latency)
         tracked = self.tracker.update(detections)
         h, w = frame.image.shape[:2]
         goods_types = None
@@ -209,10 +215,11 @@ class EdgeLoop:
 
     def run(self, stop: threading.Event) -> Summary:
         last = None
+        streams = self.detector.streams(self.config.streams)
         try:
-            for frame, prepared in self._frames(stop):
+            for frame, detection in self._detections(stop, streams):
                 try:
-                    self.step(frame, prepared)
+                    self.step(frame, *detection.result())
                 except ValueError as exc:  # a frame the model can't take: skip it, keep counting
                     self.stats.errors += 1
                     log.warning("skipping frame %d: %s", frame.index, exc)
@@ -223,6 +230,7 @@ class EdgeLoop:
         finally:
             stop.set()
             self._close_source()
+            streams.settle()
             if last is not None:
                 self._guard("publishing final counts", self._publish_counts, last.index, last.timestamp, True)
             self._guard("publishing final stats", self._publish_stats, True)

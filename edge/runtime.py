@@ -8,6 +8,7 @@ compile step's --verify) its libraries already provide the runtime and are used 
 """
 from __future__ import annotations
 
+import copy
 import ctypes
 import importlib.util
 import os
@@ -21,6 +22,7 @@ from edgecv.edge.artifact import Manifest, load_manifest
 from edgecv.edge.errors import ArtifactError, reason
 
 POOLED_ALLOCATOR = 2  # the Relax VM's allocator kinds: 1 naive, 2 pooled
+SHARE_ALL_CORES = -3  # TVM's thread-pool mode that lets its threads run on any of the given CPUs (not pinned)
 _runtime = None
 
 
@@ -40,6 +42,14 @@ def physical_cores() -> int:
     return len(cores) or len(cpus)
 
 
+def kernel_threads() -> int:
+    """Threads for the compiled kernels in all: TVM_NUM_THREADS if the user set it, else the physical cores."""
+    try:
+        return max(1, int(os.environ["TVM_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return physical_cores()
+
+
 class _Runtime:
     """The few runtime functions an artifact needs, looked up once."""
 
@@ -51,7 +61,7 @@ class _Runtime:
                                 "pip install 'edgecv[edge]' (apache-tvm)") from None
         # Threads for the compiled kernels, read by TVM when its thread pool starts; TVM_NUM_THREADS set by the
         # user wins
-        os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
+        os.environ["TVM_NUM_THREADS"] = str(kernel_threads())
         if "tvm" not in sys.modules:  # the full TVM, when imported, already holds the runtime
             spec = importlib.util.find_spec("tvm")  # finds the package without importing it
             library = Path(spec.submodule_search_locations[0]) / "lib" / "libtvm_runtime.so" if spec else None
@@ -65,6 +75,13 @@ class _Runtime:
         self._from_bytes = tvm_ffi.get_global_func("runtime.TVMTensorCopyFromBytes")
         self._to_bytes = tvm_ffi.get_global_func("runtime.TVMTensorCopyToBytes")
         self.threads = tvm_ffi.get_global_func("runtime.NumThreads")
+        self._config_threads = tvm_ffi.get_global_func("runtime.config_threadpool")
+
+    def use_threads(self, count: int) -> None:
+        """Run the kernels this thread calls on ``count`` threads, free to run on any core this process may use
+        (TVM keeps one thread pool per calling thread: parallel streams each get their own)."""
+        cpus = [str(cpu) for cpu in sorted(os.sched_getaffinity(0))]
+        self._config_threads(SHARE_ALL_CORES, count, cpus)
 
     def empty(self, shape: tuple[int, ...], dtype: str):
         """A runtime tensor, aligned as compiled kernels expect; its values are undefined."""
@@ -132,6 +149,18 @@ class TvmModel:
         except Exception as exc:  # TVM raises its own error types for a library it can't load
             raise ArtifactError(f"TVM could not load {library} ({reason(exc)})",
                                 "recompile the artifact for this machine") from None
+
+    def replica(self) -> "TvmModel":
+        """Another instance of this model, for a parallel stream: its own VM (activations, input tensor), the same
+        loaded library and weights; it reads this one's input buffers in place too."""
+        twin = copy.copy(self)
+        twin._vm = self._rt.load_vm(self.folder / self.manifest.library)
+        twin._main, twin._input = twin._vm["main"], None
+        return twin
+
+    def use_threads(self, count: int) -> None:
+        """Run this model's kernels on ``count`` threads when called from the calling thread."""
+        self._rt.use_threads(count)
 
     def _load_params(self) -> list:
         if self.manifest.params is None:

@@ -89,7 +89,8 @@ def _cmd_run(args) -> int:
     from edgecv.edge.sources import open_source
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {k: v for k, v in {"mqtt.url": args.mqtt, "device": args.device_name}.items() if v is not None}
+    overrides = {k: v for k, v in {"mqtt.url": args.mqtt, "device": args.device_name,
+                                   "streams": args.streams}.items() if v is not None}
     config = load_config(args.config, overrides)
     if args.validate_config:
         print(f"{args.config or 'options'}: valid")
@@ -150,6 +151,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--save-video", type=Path, metavar="OUT.mp4", help="write annotated frames")
     p.add_argument("--realtime", action="store_true", help="pace video files at their frame rate")
+    p.add_argument("--streams", type=int, metavar="N", help="frames detected at once, each by its own model "
+                   "instance on its share of the cores (overrides streams; default 1)")
     p.add_argument("--validate-config", action="store_true", help="check the configuration and exit")
     p.add_argument("--backend", default="tvm", choices=["tvm", "onnxruntime", "mxnet", "mxnet-hybrid"],
                    help="tvm (default); onnxruntime/mxnet run the uncompiled graph kept by --keep-reference")
@@ -167,7 +170,8 @@ def _cmd_bench_loop(args) -> int:
             print(f"\r{done:,}/{args.frames:,} frames", end="", file=sys.stderr, flush=True)
 
     result = run_benchmark(args.artifact, args.video, args.frames, args.out, viewer_frames=args.viewer_frames,
-                           mqtt=args.mqtt, progress=progress, rounds=args.rounds, round_frames=args.round_frames)
+                           mqtt=args.mqtt, progress=progress, rounds=args.rounds, round_frames=args.round_frames,
+                           streams=args.streams)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(json.dumps(result, indent=2))
@@ -183,6 +187,7 @@ def _add_bench_loop(p: argparse.ArgumentParser) -> None:
     p.add_argument("--round-frames", type=int, default=300, metavar="N", help="loop frames per round (default 300)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="where loop.json/loop.md go")
     p.add_argument("--mqtt", metavar="URL", help="also publish the counts to this broker, as `edgecv run` does")
+    p.add_argument("--streams", type=int, default=1, metavar="N", help="the loop's detection streams (default 1)")
     p.add_argument("--viewer-frames", type=int, default=0, metavar="N",
                    help="also measure the web view's cost: rounds of N frames without and with a live viewer")
 

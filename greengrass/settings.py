@@ -47,8 +47,8 @@ class ComponentSettings:
     run: RunConfig          # always with an ``mqtt`` section: topics, QoS and intervals of every target
 
     def pipeline_key(self) -> tuple:
-        """What a running pipeline (source, detector) can't change without being rebuilt."""
-        return self.source, self.model
+        """What a running pipeline (source, detector, its streams) can't change without being rebuilt."""
+        return self.source, self.model, self.run.streams
 
     def publisher_key(self) -> tuple:
         """What a publisher can't change without being replaced: target, device, connection."""

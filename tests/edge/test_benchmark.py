@@ -16,14 +16,22 @@ def test_bench_loop_measures_loop_memory_and_viewer_cost(detector_artifact, open
     sub = Subscriber(broker.port, "edgecv/bench/counts")
     result = run_cli("bench-loop", "--artifact", detector_artifact, "--video", opencv_data / "vtest.avi",
                      "--frames", 12, "--rounds", 3, "--round-frames", 5, "--viewer-frames", 6, "--mqtt", broker.url,
-                     "--out", tmp_path, timeout=600)
+                     "--streams", 2, "--out", tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    saved = json.loads((tmp_path / "loop.json").read_text())
+    saved = json.loads((tmp_path / "loop-2streams.json").read_text())
     assert saved == json.loads(result.stdout)
-    assert saved["frames"] == 12 and saved["model"] == "ssd_512_mobilenet1.0_voc"
+    assert saved["frames"] == 12 and saved["model"] == "ssd_512_mobilenet1.0_voc" and saved["streams"] == 2
     paired = saved["paired_rounds"]
     assert paired["rounds"] == 3 and paired["frames_per_round"] == 5
     assert all(len(paired[k]) == 3 and min(paired[k]) > 0 for k in ("inference_fps", "end_to_end_fps", "ratios"))
+    # the model alone both ways (one instance on all cores, two streams), the pure-inference figure the best of them
+    ways = paired["inference_fps_by_way"]
+    assert list(ways) == ["one instance", "2 streams"]
+    assert paired["inference_fps"] == [max(a, b) for a, b in zip(ways["one instance"], ways["2 streams"])]
+    # the loop with one stream and with two, in the same rounds; the figures reported are the two streams'
+    by_loop = paired["end_to_end_fps_by_loop"]
+    assert list(by_loop) == ["1 stream", "2 streams"] and by_loop["2 streams"] == paired["end_to_end_fps"]
+    assert min(by_loop["1 stream"]) > 0 and paired["ratio_median_by_loop"]["2 streams"] == saved["ratio"]
     for e2e, alone, ratio in zip(paired["end_to_end_fps"], paired["inference_fps"], paired["ratios"]):
         assert ratio == pytest.approx(e2e / alone, abs=2e-3)
     assert saved["ratio"] == pytest.approx(sorted(paired["ratios"])[1], abs=1e-3)  # the median round
@@ -44,7 +52,8 @@ def test_bench_loop_measures_loop_memory_and_viewer_cost(detector_artifact, open
     assert viewer["pictures_received"] > 0, "the viewer must really have received live pictures"
     assert viewer["slowdown_pct"] == pytest.approx(
         100 * (1 - viewer["fps_with_viewer"] / viewer["fps_without_viewer"]), abs=0.05)
-    assert "Web view cost" in (tmp_path / "loop.md").read_text()
+    report = (tmp_path / "loop-2streams.md").read_text()
+    assert "Web view cost" in report and "In the same rounds, the loop in 1 stream" in report
 
 
 def test_memory_trend_reads_growth_over_the_second_half():

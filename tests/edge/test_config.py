@@ -21,6 +21,7 @@ def test_example_config_is_valid():
     ({"mqtt": {"tls": {"cert_file": "/nope.crt"}}}, "cert_file and key_file go together"),
     ({"device": "has space"}, "device"),
     ({"counting": {"groups": {"car": "vehicles"}}}, "counting.groups.car"),
+    ({"streams": 0}, "streams"),
 ])
 def test_bad_values_name_the_key(data, key):
     with pytest.raises(ConfigError, match="invalid") as info:

@@ -35,3 +35,24 @@ def test_the_users_thread_count_wins():
     threads, env = _threads({**os.environ, "TVM_NUM_THREADS": str(choice)})
     assert env == str(choice)  # left as the user set it
     assert threads == str(min(choice, physical_cores()))  # and TVM ran that many (it takes no more than the cores)
+
+
+def test_each_stream_thread_sets_its_own_kernel_threads():
+    """TVM keeps a thread pool per calling thread: a detection stream's share of the cores leaves the others'
+    (and the main thread's) alone."""
+    import threading
+
+    from edgecv.edge.runtime import kernel_threads, tvm_runtime
+
+    runtime, seen = tvm_runtime(), {}
+
+    def stream():
+        seen["before"] = runtime.threads()
+        runtime.use_threads(1)
+        seen["after"] = runtime.threads()
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    thread.join()
+    assert seen == {"before": kernel_threads(), "after": 1}
+    assert runtime.threads() == kernel_threads()

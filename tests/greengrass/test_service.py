@@ -81,7 +81,7 @@ def test_configuration_changes_apply_live(nucleus, start_service, opencv_data, c
         counts_schema(message)
 
 
-def test_source_and_model_swap_rebuild_only_the_pipeline(nucleus, start_service, opencv_data, detector_artifact,
+def test_source_model_and_streams_changes_rebuild_only_the_pipeline(nucleus, start_service, opencv_data, detector_artifact,
                                                          tmp_path):
     import shutil
 
@@ -96,9 +96,15 @@ def test_source_and_model_swap_rebuild_only_the_pipeline(nucleus, start_service,
     assert server.wait_for(lambda s: running.service.pipelines_started == 2 or running.done, timeout=60)
     assert running.service.pipeline.artifact == model
 
+    server.update_configuration(["streams"], "2")  # detection streams are set up when a loop starts
+    assert server.wait_for(lambda s: running.service.pipelines_started == 3 or running.done, timeout=60)
+    assert running.service.pipeline.loop.config.streams == 2
+    count = len(messages(server, "counts"))
+    assert server.wait_for(lambda s: len(messages(s, "counts")) > count or running.done, timeout=60)
+
     # a source that can't be opened: said in one line, and the previous pipeline goes on
     server.update_configuration(["source"], "/nonexistent/video.avi")
-    assert server.wait_for(lambda s: running.service.pipelines_started == 3 or running.done, timeout=60)
+    assert server.wait_for(lambda s: running.service.pipelines_started == 4 or running.done, timeout=60)
     assert "video file not found: /nonexistent/video.avi" in running.service.config_errors[0]
     assert running.service.pipeline.running and running.service.pipeline.settings.source.endswith("vtest.avi")
 
@@ -108,7 +114,7 @@ def test_source_and_model_swap_rebuild_only_the_pipeline(nucleus, start_service,
         shutil.copy(opencv_data / name, images / name)
     server.update_configuration(["source"], str(images))
     assert running.wait(90) == 0                # three images, then the source ends: the component finishes
-    assert running.service.pipelines_started == 4
+    assert running.service.pipelines_started == 5
     assert running.service.publisher is publisher          # same publisher and outbox throughout
     seqs = [m["seq"] for m in messages(server, "counts") + messages(server, "stats") + messages(server, "events")]
     assert sorted(seqs) == list(range(min(seqs), max(seqs) + 1))
