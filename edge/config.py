@@ -187,7 +187,7 @@ class RunConfig(_Model):
     mqtt: MqttConfig | None = Field(None, description="omit to run without publishing")
     stats_interval: float = Field(10.0, gt=0, description="seconds between stats messages")
     streams: int = Field(1, ge=1, le=16, description="frames detected at once, each by its own model instance "
-                         "with its share of the cores: more frames/s, more memory (see README, Performance)")
+                         "with its share of the cores: more frames/s, more memory (see README: Where we stand)")
     http: HttpConfig = Field(default_factory=HttpConfig, description="the installer's web view")
 
 
