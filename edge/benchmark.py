@@ -271,8 +271,9 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
     p = result["paired_rounds"]
     ways = ", ".join(f"{way} {np.median(fps):.1f}" for way, fps in p["inference_fps_by_way"].items())
     by_loop = p.get("ratio_median_by_loop", {})
-    side_by_side = "".join(f" In the same rounds, the loop in {other}: {np.median(p['end_to_end_fps_by_loop'][other]):.1f} "
-                           f"fps end to end, ratio {by_loop[other]}." for other in list(by_loop)[:-1])
+    fps_by_loop = p.get("end_to_end_fps_by_loop", {})
+    side_by_side = "".join(f" In the same rounds, the loop in {other}: {np.median(fps_by_loop[other]):.1f} fps end to "
+                           f"end, ratio {by_loop[other]}." for other in list(by_loop)[:-1])
     (out / f"{name}.md").write_text(
         f"# edge loop benchmark ({result['date']})\n\n{result['machine']['cpu']}, {result['machine']['cores']} cores\n\n"
         "| model | input | streams | inference fps (best way alone) | end-to-end fps | ratio (median of rounds) | "

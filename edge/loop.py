@@ -1,7 +1,8 @@
 """The edge loop: Source -Frame-> Detector -Detections-> Tracker -> Counter -Counts-> sinks.
 
-Frames are read in a thread (files ahead, so decoding overlaps inference; live sources read in their own thread
-too) and detected in ``config.streams`` parallel streams while the loop tracks and counts, in frame order. A sink that fails is logged and counted, never allowed to stop the loop.
+Frames are read and preprocessed in a thread (a file's ahead, so decoding overlaps inference; a live source's latest
+when a stream is free) and detected in ``config.streams`` parallel streams while the loop tracks and counts, in
+frame order. A sink that fails is logged and counted, never allowed to stop the loop.
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ KINDS = ("counts", "events", "stats", "status")   # the topics a publisher uses:
 
 
 class ComponentConfig(RunConfig):
-    """``RunConfig`` (device, detect, tracker, counting, mqtt, stats_interval) and the component's own keys."""
+    """``RunConfig`` (device, detect, tracker, counting, mqtt, stats_interval, streams) and the component's own keys."""
 
     source: str = Field(min_length=1, description="camera index or /dev/videoN, video file, rtsp:// or http:// "
                         "stream, image folder or glob")

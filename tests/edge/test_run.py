@@ -190,7 +190,8 @@ def test_corrupt_frames_are_skipped_and_counted(detector_artifact, opencv_data, 
     assert "skipping unreadable image" in result.stderr
 
 
-def test_stream_that_drops_is_reconnected(detector_artifact, opencv_data):
+@pytest.mark.parametrize("streams", [1, 2])
+def test_stream_that_drops_is_reconnected(detector_artifact, opencv_data, streams):
     import cv2
 
     from mjpeg_server import MjpegCamera
@@ -199,7 +200,7 @@ def test_stream_that_drops_is_reconnected(detector_artifact, opencv_data):
     frames = [cv2.imencode(".jpg", cap.read()[1])[1].tobytes() for _ in range(20)]
     with MjpegCamera(frames, drop_every=5, fps=5) as camera:
         result = run_cli("run", "--artifact", detector_artifact, "--source", camera.url, "--max-frames", "8",
-                         "--log-level", "warning", timeout=300)
+                         "--streams", streams, "--log-level", "warning", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["frames"] == 8
     assert camera.connections >= 2 and "reconnecting" in result.stderr
