@@ -36,9 +36,6 @@ class _Reference:
         raise ArtifactError(f"parallel streams run compiled artifacts only, not the {self.kind} reference",
                             "set streams to 1 with a reference backend")
 
-    def use_threads(self, count: int) -> None:
-        """(The references keep their own threads: ``threads`` when opened.)"""
-
 
 class OnnxRuntimeModel(_Reference):
     kind = "onnx"

@@ -46,7 +46,7 @@ class Detector:
                                          "max_detections": config.max_detections,
                                          "score_threshold": max(decode.score_threshold, below(self.kept_from))})
         for twin in self._replicas:
-            twin.config, twin.kept_from, twin.decode_spec = self.config, self.kept_from, self.decode_spec
+            twin.configure(config, low_score)
 
     def replicas(self, count: int) -> list[Detector]:
         """``count`` detectors for parallel streams: this one and twins, each with its own model instance (the same

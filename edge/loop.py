@@ -11,6 +11,7 @@ import queue
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,9 +144,11 @@ class EdgeLoop:
         def detect(frame, buffer):
             try:
                 prepared = self.detector.prepare(frame.image, buffer)
-            except ValueError:  # a frame the model can't take: its stream meets it again, and the loop skips it
+            except ValueError as exc:  # a frame the model can't take: the loop meets the error and skips it
                 free.put(buffer)
-                return streams.submit(frame)
+                refused = Future()
+                refused.set_exception(exc)
+                return refused
             detection = streams.submit(frame, prepared)
             detection.add_done_callback(lambda _: free.put(buffer))
             return detection

@@ -158,10 +158,6 @@ class TvmModel:
         twin._main, twin._input = twin._vm["main"], None
         return twin
 
-    def use_threads(self, count: int) -> None:
-        """Run this model's kernels on ``count`` threads when called from the calling thread."""
-        self._rt.use_threads(count)
-
     def _load_params(self) -> list:
         if self.manifest.params is None:
             return []

@@ -13,7 +13,7 @@ import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from edgecv.edge.runtime import kernel_threads
+from edgecv.edge.runtime import kernel_threads, tvm_runtime
 
 
 class DetectionStreams:
@@ -34,7 +34,7 @@ class DetectionStreams:
         def start():  # in each of the pool's threads, once: its own detector, its own kernel threads
             self._local.detector = idle.get_nowait()
             if count > 1:  # (one stream keeps TVM's default pool: all threads, one per core)
-                self._local.detector.model.use_threads(threads)
+                tvm_runtime().use_threads(threads)
 
         self._pool = ThreadPoolExecutor(count, "edgecv-detect", initializer=start)
 
