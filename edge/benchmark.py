@@ -219,7 +219,7 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
 
     def loop_round(streams_: int):
         def run(n: int) -> int:
-            looped = config.model_copy(update={"streams": streams_})
+            looped = config.replace(streams=streams_)
             return EdgeLoop(looped, detector, _LoopedVideo(video, n), publisher).run(threading.Event()).frames
         return run
 

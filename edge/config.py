@@ -1,6 +1,7 @@
 """The edge loop's configuration: typed, validated once at start, every field described.
 
-One model serves the YAML file, the CLI flags and (later) the Greengrass component configuration.
+One set of records (``edge/typed.py``) serves the YAML file, the CLI flags and the Greengrass component's
+configuration.
 Coordinates of lines and zones are fractions of the frame (0..1), so they survive a resolution change.
 """
 from __future__ import annotations
@@ -10,15 +11,11 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgecv.edge.errors import ConfigError
+from edgecv.edge.typed import Invalid, Record, field
 
 Point = tuple[float, float]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _in_frame(points: list[Point]) -> list[Point]:
@@ -28,38 +25,35 @@ def _in_frame(points: list[Point]) -> list[Point]:
     return points
 
 
-class LineConfig(_Model):
-    name: str = Field("door", description="name used in events")
-    points: tuple[Point, Point] = Field(description="two points A, B as fractions of the frame")
-    in_side: Literal["left", "right"] = Field(
+def _line_points(v) -> None:
+    _in_frame(list(v))
+    if v[0] == v[1]:
+        raise ValueError("line points must differ")
+
+
+def _zone_polygon(v) -> None:
+    _in_frame(v)
+    crossing = _self_intersection(v)
+    if crossing is not None:
+        raise ValueError(f"polygon edges {crossing[0] + 1} and {crossing[1] + 1} cross each other: "
+                         "draw the corners in order around the zone")
+    area = 0.5 * abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(v, v[1:] + v[:1])))
+    if area < 1e-4:
+        raise ValueError("polygon encloses no area (its corners are on one line or too close together)")
+
+
+class LineConfig(Record):
+    name: str = field("door", description="name used in events")
+    points: tuple[Point, Point] = field(description="two points A, B as fractions of the frame", check=_line_points)
+    in_side: Literal["left", "right"] = field(
         "left", description="side of the direction A->B that is 'inside': crossing towards it counts as in")
 
-    @field_validator("points")
-    @classmethod
-    def _points(cls, v):
-        _in_frame(list(v))
-        if v[0] == v[1]:
-            raise ValueError("line points must differ")
-        return v
 
-
-class ZoneConfig(_Model):
-    name: str = Field(description="zone name (a shelf), used in counts and events")
-    polygon: list[Point] = Field(min_length=3, max_length=64, description="polygon corners, fractions of the frame")
-    group: Literal["goods", "people"] = Field("goods", description="which group is counted in the zone")
-
-    @field_validator("polygon")
-    @classmethod
-    def _polygon(cls, v):
-        _in_frame(v)
-        crossing = _self_intersection(v)
-        if crossing is not None:
-            raise ValueError(f"polygon edges {crossing[0] + 1} and {crossing[1] + 1} cross each other: "
-                             "draw the corners in order around the zone")
-        area = 0.5 * abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(v, v[1:] + v[:1])))
-        if area < 1e-4:
-            raise ValueError("polygon encloses no area (its corners are on one line or too close together)")
-        return v
+class ZoneConfig(Record):
+    name: str = field(description="zone name (a shelf), used in counts and events")
+    polygon: list[Point] = field(min_length=3, max_length=64, description="polygon corners, fractions of the frame",
+                                 check=_zone_polygon)
+    group: Literal["goods", "people"] = field("goods", description="which group is counted in the zone")
 
 
 def _self_intersection(polygon: list[Point]) -> tuple[int, int] | None:
@@ -89,73 +83,68 @@ def _self_intersection(polygon: list[Point]) -> tuple[int, int] | None:
     return None
 
 
-class DetectConfig(_Model):
-    score_threshold: float = Field(0.5, ge=0.0, le=1.0, description="detections below this score are dropped")
-    nms_iou: float = Field(0.45, gt=0.0, le=1.0, description="IoU above which same-class boxes are merged")
-    max_detections: int = Field(100, ge=1, le=1000, description="at most this many detections per frame")
+class DetectConfig(Record):
+    score_threshold: float = field(0.5, ge=0.0, le=1.0, description="detections below this score are dropped")
+    nms_iou: float = field(0.45, gt=0.0, le=1.0, description="IoU above which same-class boxes are merged")
+    max_detections: int = field(100, ge=1, le=1000, description="at most this many detections per frame")
 
 
-class TrackerConfig(_Model):
-    iou_threshold: float = Field(0.3, gt=0.0, lt=1.0, description="minimum IoU to continue a track")
-    max_age: int = Field(15, ge=1, description="frames a lost track is kept before it ends")
-    min_hits: int = Field(2, ge=1, description="frames before a new track gets counted")
-    low_score: float = Field(0.1, ge=0.0, le=1.0, description="second-pass detections (ByteTrack) above this")
+class TrackerConfig(Record):
+    iou_threshold: float = field(0.3, gt=0.0, lt=1.0, description="minimum IoU to continue a track")
+    max_age: int = field(15, ge=1, description="frames a lost track is kept before it ends")
+    min_hits: int = field(2, ge=1, description="frames before a new track gets counted")
+    low_score: float = field(0.1, ge=0.0, le=1.0, description="second-pass detections (ByteTrack) above this")
 
 
-class CountingConfig(_Model):
-    window: int = Field(15, ge=1, description="frames over which present/zone counts are smoothed (median)")
-    line: LineConfig | None = Field(None, description="door line for people in/out")
-    zones: list[ZoneConfig] = Field(default_factory=list, description="shelf zones for goods")
-    groups: dict[str, Literal["people", "goods", "ignore"]] = Field(
+class CountingConfig(Record):
+    window: int = field(15, ge=1, description="frames over which present/zone counts are smoothed (median)")
+    line: LineConfig | None = field(None, description="door line for people in/out")
+    zones: list[ZoneConfig] = field(default_factory=list, description="shelf zones for goods")
+    groups: dict[str, Literal["people", "goods", "ignore"]] = field(
         default_factory=dict, description="class name -> group overrides on top of the model's defaults")
 
-    @model_validator(mode="after")
-    def _unique_zone_names(self):
+    def check(self) -> None:
         names = [z.name for z in self.zones]
         if len(names) != len(set(names)):
             raise ValueError(f"zone names must be unique, got {names}")
-        return self
 
 
-class TlsConfig(_Model):
-    ca_file: Path | None = Field(None, description="CA certificate that signed the broker's certificate")
-    cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
-    key_file: Path | None = Field(None, description="client private key (mutual TLS)")
-    insecure: bool = Field(False, description="skip the broker hostname check (testing only)")
+class TlsConfig(Record):
+    ca_file: Path | None = field(None, description="CA certificate that signed the broker's certificate")
+    cert_file: Path | None = field(None, description="client certificate (mutual TLS)")
+    key_file: Path | None = field(None, description="client private key (mutual TLS)")
+    insecure: bool = field(False, description="skip the broker hostname check (testing only)")
 
-    @model_validator(mode="after")
-    def _pair(self):
+    def check(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
         for name in ("ca_file", "cert_file", "key_file"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{name} not found: {path}")
-        return self
 
 
-class MqttConfig(_Model):
-    url: str = Field("mqtt://127.0.0.1:1883", description="broker: mqtt://host:port or mqtts://host:port")
-    topic_prefix: str = Field("edgecv", description="topics are <prefix>/<device>/{counts,events,stats,status}")
-    qos: Literal[0, 1] = Field(1, description="MQTT QoS of counts and events")
-    username: str | None = None
-    password: str | None = None
-    client_id: str | None = Field(None, description="default: edgecv-<device>")
-    tls: TlsConfig | None = None
-    interval: float = Field(10.0, gt=0, description="seconds between counts messages when nothing changes")
-    keepalive: int = Field(30, ge=5, le=3600)
-    outbox: Path | None = Field(None, description="folder of the on-disk queue (default ~/.cache/edgecv/outbox)")
-    format: Literal["edgecv", "dlr"] = Field(
+def _broker_url(v: str) -> None:
+    u = urlparse(v)
+    if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:
+        raise ValueError(f"{v!r} is not a broker URL: use mqtt://host:port or mqtts://host:port")
+
+
+class MqttConfig(Record):
+    url: str = field("mqtt://127.0.0.1:1883", description="broker: mqtt://host:port or mqtts://host:port",
+                     check=_broker_url)
+    topic_prefix: str = field("edgecv", description="topics are <prefix>/<device>/{counts,events,stats,status}")
+    qos: Literal[0, 1] = field(1, description="MQTT QoS of counts and events")
+    username: str | None = field(None, description="broker user name")
+    password: str | None = field(None, description="broker password")
+    client_id: str | None = field(None, description="default: edgecv-<device>")
+    tls: TlsConfig | None = field(None, description="TLS settings (mqtts:// URLs use TLS without them too)")
+    interval: float = field(10.0, gt=0, description="seconds between counts messages when nothing changes")
+    keepalive: int = field(30, ge=5, le=3600, description="seconds between pings while idle")
+    outbox: Path | None = field(None, description="folder of the on-disk queue (default ~/.cache/edgecv/outbox)")
+    format: Literal["edgecv", "dlr"] = field(
         "edgecv", description="dlr: also publish aws.greengrass.DLRObjectDetection-shaped messages")
-    dlr_topic: str = Field("ml/dlr/object-detection", description="topic of the DLR-shaped messages")
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        u = urlparse(v)
-        if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:
-            raise ValueError(f"{v!r} is not a broker URL: use mqtt://host:port or mqtts://host:port")
-        return v
+    dlr_topic: str = field("ml/dlr/object-detection", description="topic of the DLR-shaped messages")
 
     @property
     def host(self) -> str:
@@ -171,35 +160,31 @@ class MqttConfig(_Model):
         return self.tls is not None or urlparse(self.url).scheme in ("mqtts", "ssl")
 
 
-class HttpConfig(_Model):
-    listen: str | None = Field(None, description="HOST:PORT of the web view (edgecv run --http overrides); off when unset")
-    token: str | None = Field(None, min_length=16, description="required on every request; mandatory when listening "
+class HttpConfig(Record):
+    listen: str | None = field(None, description="HOST:PORT of the web view (edgecv run --http overrides); off when unset")
+    token: str | None = field(None, min_length=16, description="required on every request; mandatory when listening "
                               "beyond loopback (or set EDGECV_HTTP_TOKEN)")
-    preview_fps: float = Field(5.0, gt=0, le=30, description="most preview frames encoded per second, while watched")
-    preview_width: int = Field(960, ge=160, le=3840, description="preview frames are scaled down to this width")
+    preview_fps: float = field(5.0, gt=0, le=30, description="most preview frames encoded per second, while watched")
+    preview_width: int = field(960, ge=160, le=3840, description="preview frames are scaled down to this width")
 
 
-class RunConfig(_Model):
-    device: str = Field("edgecv", pattern=r"^[A-Za-z0-9_.-]+$", description="device name in topics and messages")
-    detect: DetectConfig = Field(default_factory=DetectConfig)
-    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
-    counting: CountingConfig = Field(default_factory=CountingConfig)
-    mqtt: MqttConfig | None = Field(None, description="omit to run without publishing")
-    stats_interval: float = Field(10.0, gt=0, description="seconds between stats messages")
-    streams: int = Field(1, ge=1, le=16, description="frames detected at once, each by its own model instance "
+class RunConfig(Record):
+    device: str = field("edgecv", pattern=r"^[A-Za-z0-9_.-]+$", description="device name in topics and messages")
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    counting: CountingConfig = field(default_factory=CountingConfig)
+    mqtt: MqttConfig | None = field(None, description="omit to run without publishing")
+    stats_interval: float = field(10.0, gt=0, description="seconds between stats messages")
+    streams: int = field(1, ge=1, le=16, description="frames detected at once, each by its own model instance "
                          "with its share of the cores: more frames/s, more memory (see README: Where we stand)")
-    http: HttpConfig = Field(default_factory=HttpConfig, description="the installer's web view")
-
-
-def _errors(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
+    http: HttpConfig = field(default_factory=HttpConfig, description="the installer's web view")
 
 
 def parse_config(data: dict | None, origin: str = "configuration") -> RunConfig:
     try:
-        return RunConfig.model_validate(data or {})
-    except ValidationError as exc:
-        raise ConfigError(f"invalid {origin}: {_errors(exc)}", "fix the keys named above (see config.example.yaml)") from None
+        return RunConfig.parse(data or {})
+    except Invalid as exc:
+        raise ConfigError(f"invalid {origin}: {exc}", "fix the keys named above (see config.example.yaml)") from None
 
 
 def load_config(path: Path | None, overrides: dict | None = None) -> RunConfig:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecv.edge.artifact import DecodeSpec
 from edgecv.edge.config import DetectConfig, TrackerConfig
 from edgecv.edge.decode import decode_detections
 from edgecv.edge.detections import Detections
@@ -42,9 +41,8 @@ class Detector:
         self.config = config
         self.kept_from = min(config.score_threshold, low_score)
         decode = self.manifest.decode
-        self.decode_spec = DecodeSpec(**{**decode.model_dump(), "nms_iou": config.nms_iou,
-                                         "max_detections": config.max_detections,
-                                         "score_threshold": max(decode.score_threshold, below(self.kept_from))})
+        self.decode_spec = decode.replace(nms_iou=config.nms_iou, max_detections=config.max_detections,
+                                          score_threshold=max(decode.score_threshold, below(self.kept_from)))
         for twin in self._replicas:
             twin.configure(config, low_score)
 

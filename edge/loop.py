@@ -121,7 +121,10 @@ class EdgeLoop:
         a live source's latest frame is taken when a stream is free to start on it (one buffer per stream), a
         file's frames are read ahead (a few more buffers)."""
         live = self.source.live
-        ahead: queue.Queue = queue.Queue(maxsize=streams.count + (0 if live else 1))
+        # as many frames queued as there are streams: one more (a frame and an input buffer) held 2.2 MB more at
+        # peak and gained nothing (vtest.avi, alternating runs of the OID detector, float32 and int8, 1 and 2
+        # streams: the same frames/s within the runs' spread)
+        ahead: queue.Queue = queue.Queue(maxsize=streams.count)
         free: queue.Queue = queue.Queue()
         # one buffer per stream for a live source; for a file, one for each frame queued ahead, the one being read
         # and the loop's current one

@@ -134,8 +134,8 @@ class LiveView:
 
     def counting(self) -> dict:
         c = self.loop.config.counting
-        return {"line": c.line.model_dump(mode="json") if c.line else None,
-                "zones": [z.model_dump(mode="json") for z in c.zones],
+        return {"line": c.line.dump() if c.line else None,
+                "zones": [z.dump() for z in c.zones],
                 "frame_size": self.frame_size(), "config_file": str(self.config_path) if self.config_path else None}
 
     def health(self) -> tuple[int, dict]:
@@ -153,7 +153,7 @@ class LiveView:
         if not isinstance(body, dict) or set(body) - {"line", "zones"} or not {"line", "zones"} <= set(body):
             raise ConfigError("the body must be a JSON object with exactly the keys 'line' and 'zones'",
                               "send {\"line\": {...} or null, \"zones\": [...]}")
-        running = self.loop.config.model_dump(mode="json", exclude_none=True)
+        running = self.loop.config.dump(exclude_none=True)
         running["counting"] = {**running["counting"], "line": body["line"], "zones": body["zones"]}
         new = parse_config(running, "counting set-up")  # same model as the YAML file: same errors
         saved = False
@@ -163,7 +163,7 @@ class LiveView:
         self.loop.reconfigure(new)
         log.info("counting set-up applied%s", f" and saved to {self.config_path}" if saved else "")
         return {"applied": True, "saved": saved, "config_file": str(self.config_path) if saved else None,
-                "counting": new.counting.model_dump(mode="json", include={"line", "zones"})}
+                "counting": new.counting.dump(include={"line", "zones"})}
 
     def _write_back(self, new: RunConfig) -> None:
         """Replace counting.line/zones in the file (other keys as they were), atomically."""
@@ -171,8 +171,8 @@ class LiveView:
         data = yaml.safe_load(path.read_text()) if path.is_file() else {}
         data = data if isinstance(data, dict) else {}
         counting = dict(data.get("counting") or {})
-        counting["line"] = new.counting.line.model_dump(mode="json") if new.counting.line else None
-        counting["zones"] = [z.model_dump(mode="json") for z in new.counting.zones]
+        counting["line"] = new.counting.line.dump() if new.counting.line else None
+        counting["zones"] = [z.dump() for z in new.counting.zones]
         if counting["line"] is None:
             counting.pop("line")
         data["counting"] = counting

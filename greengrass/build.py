@@ -194,7 +194,7 @@ def build_component(artifacts: list[Path], out: Path, version: str = "1.0.0", co
     if not SEMVER.match(version):
         raise EdgecvError(f"--version {version!r} is not a semantic version", "use MAJOR.MINOR.PATCH, e.g. 1.0.0")
     run = load_config(config) if config else RunConfig()
-    device = run.device if config and "device" in run.model_fields_set else ""
+    device = run.device if config and "device" in run.given else ""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "recipes").is_dir():
         raise EdgecvError(f"--out {out} exists and is not a component build", "choose a new or empty folder")

@@ -2,9 +2,9 @@
 
 A deployment's configuration reaches the component through IPC (``GetConfiguration``), and values loaded from
 a deployment's YAML or JSON may come back as strings (``"0.5"``, ``"true"``, ``"15"``) or numbers as floats
-(``15.0``). ``parse_component_config`` first coerces such values towards the types the model declares (guided
-by its JSON schema, so a string field such as ``device: "123"`` stays a string), then validates with the same
-pydantic model as the YAML file: every bad key is named in one line.
+(``15.0``). ``parse_component_config`` reads them leniently, towards the types the record declares (so a string
+field such as ``device: "123"`` stays a string), and validates them with the same records as the YAML file:
+every bad key is named in one line.
 """
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
-
 from edgecv.edge.config import MqttConfig, RunConfig
 from edgecv.edge.errors import ConfigError
+from edgecv.edge.typed import Invalid, field
 from edgecv.greengrass import COMPONENT, PUBLISH_TARGETS
+
 ACCESS_CONTROL = "accessControl"
 KINDS = ("counts", "events", "stats", "status")   # the topics a publisher uses: <prefix>/<device>/<kind>
 
@@ -27,14 +27,14 @@ KINDS = ("counts", "events", "stats", "status")   # the topics a publisher uses:
 class ComponentConfig(RunConfig):
     """``RunConfig`` (device, detect, tracker, counting, mqtt, stats_interval, streams) and the component's own keys."""
 
-    source: str = Field(min_length=1, description="camera index or /dev/videoN, video file, rtsp:// or http:// "
+    source: str = field(min_length=1, description="camera index or /dev/videoN, video file, rtsp:// or http:// "
                         "stream, image folder or glob")
-    publish: Literal["iotcore", "local", "mqtt"] = Field(
+    publish: Literal["iotcore", "local", "mqtt"] = field(
         "iotcore", description="iotcore: AWS IoT Core through the nucleus (IPC PublishToIoTCore); local: the "
         "nucleus' local pub/sub (IPC PublishToTopic); mqtt: straight to the broker in mqtt.url")
-    model: str = Field("", description="detector artifact folder; empty: the model component's artifact")
-    max_frames: int = Field(0, ge=0, description="stop after this many frames (0: never; for trials)")
-    device: str = Field("", pattern=r"^[A-Za-z0-9_.-]*$",
+    model: str = field("", description="detector artifact folder; empty: the model component's artifact")
+    max_frames: int = field(0, ge=0, description="stop after this many frames (0: never; for trials)")
+    device: str = field("", pattern=r"^[A-Za-z0-9_.-]*$",
                         description="device name in topics and messages; empty: the core device's thing name")
 
 
@@ -53,105 +53,8 @@ class ComponentSettings:
     def publisher_key(self) -> tuple:
         """What a publisher can't change without being replaced: target, device, connection."""
         m = self.run.mqtt
-        connection = m.model_dump(mode="json", exclude={"interval", "format", "dlr_topic"})
+        connection = m.dump(exclude={"interval", "format", "dlr_topic"})
         return self.publish, self.run.device, json.dumps(connection, sort_keys=True)
-
-
-# --- defensive coercion, guided by the model's JSON schema ---------------------------------------------
-
-_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
-_NULL = {"", "null", "none", "~"}
-
-
-def _resolve(schema: dict, defs: dict) -> dict:
-    while "$ref" in schema:
-        schema = defs[schema["$ref"].rsplit("/", 1)[-1]]
-    return schema
-
-
-def _number(text: str):
-    try:
-        value = float(text.strip())
-    except ValueError:
-        return None
-    return value
-
-
-def coerce(value, schema: dict, defs: dict):
-    """``value`` with strings (and integral floats) turned into the types ``schema`` asks for, where that is
-    unambiguous; anything else is returned unchanged for the validator to report."""
-    schema = _resolve(schema, defs)
-    if "anyOf" in schema:
-        branches = [_resolve(b, defs) for b in schema["anyOf"]]
-        if any(b.get("type") == "null" for b in branches) and isinstance(value, str) and value.strip().lower() in _NULL:
-            return None
-        for branch in branches:
-            if branch.get("type") != "null":
-                coerced = coerce(value, branch, defs)
-                if coerced is not value:
-                    return coerced
-        return value
-    kind = schema.get("type")
-    choices = schema.get("enum", [schema["const"]] if "const" in schema else None)
-    if choices is not None and isinstance(value, (str, float)) and value not in choices:
-        for choice in choices:
-            if isinstance(choice, int) and not isinstance(choice, bool):
-                number = _number(value) if isinstance(value, str) else value
-                if number is not None and number == choice:
-                    return choice
-            elif isinstance(choice, str) and isinstance(value, str) and value.strip() == choice:
-                return choice
-        return value
-    if isinstance(value, str) and kind in ("object", "array"):
-        try:
-            parsed = json.loads(value)            # a structure passed as JSON text
-        except ValueError:
-            return value
-        return coerce(parsed, schema, defs) if isinstance(parsed, (dict, list)) else value
-    if kind == "integer":
-        number = _number(value) if isinstance(value, str) else value
-        if isinstance(number, float) and number.is_integer():
-            return int(number)
-        return value
-    if kind == "number" and isinstance(value, str):
-        number = _number(value)
-        return value if number is None else number
-    if kind == "boolean" and isinstance(value, str):
-        text = value.strip().lower()
-        return True if text in _TRUE else False if text in _FALSE else value
-    if kind == "object" and isinstance(value, dict):
-        properties = schema.get("properties", {})
-        extra = schema.get("additionalProperties")
-        out = {}
-        for key, item in value.items():
-            if key in properties:
-                out[key] = coerce(item, properties[key], defs)
-            elif isinstance(extra, dict):
-                out[key] = coerce(item, extra, defs)
-            else:
-                out[key] = item
-        return out
-    if kind == "array" and isinstance(value, list):
-        prefix = schema.get("prefixItems")
-        if prefix:
-            return [coerce(v, prefix[i], defs) if i < len(prefix) else v for i, v in enumerate(value)]
-        if isinstance(schema.get("items"), dict):
-            return [coerce(v, schema["items"], defs) for v in value]
-    return value
-
-
-_SCHEMA = None
-
-
-def _schema() -> dict:
-    global _SCHEMA
-    if _SCHEMA is None:
-        _SCHEMA = ComponentConfig.model_json_schema()
-    return _SCHEMA
-
-
-def _errors(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
 
 
 def parse_component_config(value: dict | None, *, thing_name: str | None = None, work: Path | None = None,
@@ -162,20 +65,17 @@ def parse_component_config(value: dict | None, *, thing_name: str | None = None,
     if not isinstance(value, dict):
         raise ConfigError(f"the configuration of {component} is not a mapping", "deploy a mapping of keys")
     data = {k: v for k, v in value.items() if k != ACCESS_CONTROL}
-    schema = _schema()
-    data = coerce(data, schema, schema.get("$defs", {}))
     try:
-        parsed = ComponentConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid configuration of {component}: {_errors(exc)}",
+        parsed = ComponentConfig.parse(data, lax=True)
+    except Invalid as exc:
+        raise ConfigError(f"invalid configuration of {component}: {exc}",
                           "fix the keys named above (deploy a configuration merge, see README: Greengrass)") from None
     device = parsed.device or _device_from_thing(thing_name, component)
     mqtt = parsed.mqtt or MqttConfig()
     if mqtt.outbox is None and work is not None:
-        mqtt = mqtt.model_copy(update={"outbox": Path(work) / "outbox"})
-    run_fields = set(RunConfig.model_fields)
-    run = RunConfig.model_validate({**{k: getattr(parsed, k) for k in run_fields if k in parsed.model_fields_set},
-                                    "device": device, "mqtt": mqtt})
+        mqtt = mqtt.replace(outbox=Path(work) / "outbox")
+    run = RunConfig.parse({**{k: getattr(parsed, k) for k in RunConfig.fields() if k in parsed.given},
+                           "device": device, "mqtt": mqtt})
     return ComponentSettings(parsed.source, parsed.publish, parsed.model, parsed.max_frames, run)
 
 
@@ -195,8 +95,8 @@ def default_configuration(run: RunConfig, source: str, publish: str = "iotcore",
     inside Greengrass) plus the component's keys, and the ``accessControl`` for exactly the topics used."""
     if publish not in PUBLISH_TARGETS:
         raise ConfigError(f"unknown publish target {publish!r}", f"use one of {', '.join(PUBLISH_TARGETS)}")
-    data = run.model_dump(mode="json", exclude_none=True, exclude={"http", "device"})
-    data.setdefault("mqtt", MqttConfig().model_dump(mode="json", exclude_none=True))
+    data = run.dump(exclude_none=True, exclude={"http", "device"})
+    data.setdefault("mqtt", MqttConfig().dump(exclude_none=True))
     config = {"source": source, "publish": publish, "model": "", "max_frames": 0, "device": device, **data}
     parse_component_config(config, thing_name="check")          # what we write must parse
     config[ACCESS_CONTROL] = access_control(config)

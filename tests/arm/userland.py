@@ -14,7 +14,7 @@ once:
   ``dpkg-deb | tar``. No second stage and no binfmt_misc are needed: nothing
   inside the rootfs is ever executed except through ``qemu-aarch64-static``.
 * ``site-cp311-aarch64-<hash>``: ``pip install --target`` of exactly pinned
-  aarch64 wheels (numpy, apache-tvm runtime, pydantic, pyyaml, ...), installed
+  aarch64 wheels (numpy, apache-tvm runtime, pyyaml, ...), installed
   from the x86 side without emulation.
 
 Run code with ``qemu-aarch64-static -L ROOTFS ROOTFS/usr/bin/python3.11``, see
@@ -72,11 +72,7 @@ WHEEL_PINS = (
     "apache-tvm==0.27.0.post1",
     "apache-tvm-ffi==0.1.14.post0",
     "ml_dtypes==0.5.4",  # apache-tvm
-    "typing_extensions==4.16.0",  # apache-tvm, apache-tvm-ffi, pydantic
-    "pydantic==2.14.4",
-    "pydantic_core==2.50.5",
-    "annotated-types==0.8.0",  # pydantic
-    "typing-inspection==0.4.5",  # pydantic
+    "typing_extensions==4.16.0",  # apache-tvm, apache-tvm-ffi
     "PyYAML==6.0.4",
 )
 PIP_PLATFORM_ARGS = (

@@ -23,7 +23,7 @@ def test_early_cut_keeps_the_same_detections(detector_artifact, opencv_data, sco
     detector = Detector(detector_artifact, config)
     detector.configure(config, low_score)
     kept_from = min(score_threshold, low_score)
-    model_spec = detector.decode_spec.model_copy(update={"score_threshold": detector.manifest.decode.score_threshold})
+    model_spec = detector.decode_spec.replace(score_threshold=detector.manifest.decode.score_threshold)
     assert detector.decode_spec.score_threshold > model_spec.score_threshold
     cap = cv2.VideoCapture(str(opencv_data / "vtest.avi"))
     cut_before_nms = 0

@@ -66,7 +66,7 @@ def test_replicas_follow_the_detectors_configuration(detector_artifact):
 def test_two_streams_track_and_count_as_one(detector_artifact, opencv_data):
     def run(streams: int):
         seen = []
-        loop = EdgeLoop(RunConfig(device="t", streams=streams, detect=LOW.model_dump()), Detector(detector_artifact),
+        loop = EdgeLoop(RunConfig(device="t", streams=streams, detect=LOW), Detector(detector_artifact),
                         VideoFileSource(str(opencv_data / "vtest.avi")), max_frames=12)
         loop.frame_listeners.append(lambda frame, tracked, counts: seen.append((frame.index, tracked, counts)))
         return loop.run(threading.Event()), seen

@@ -81,7 +81,7 @@ def test_default_configuration_mirrors_the_yaml_run_config():
      [f"edgecv/door-1/{k}" for k in ("counts", "events", "stats", "status")] + ["ml/dlr/object-detection"]),
 ])
 def test_access_control_grants_exactly_the_topics_used(publish, device, fmt, service, resources):
-    run = RunConfig.model_validate({"mqtt": {"format": fmt}})
+    run = RunConfig.parse({"mqtt": {"format": fmt}})
     config = default_configuration(run, "0", publish, device)
     policies = config["accessControl"]
     assert list(policies) == [service]
