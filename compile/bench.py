@@ -24,6 +24,7 @@ from edgecv.compile.zoo import resolve_model
 from edgecv.compile.progress import Progress
 from edgecv.compile.weights import Weights
 from edgecv.edge.errors import EdgecvError
+from edgecv.edge.memory import drop_page_cache
 
 ALL_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "tvm", "tvm-tuned", "tvm-int8")
 COMPILED = ("tvm", "tvm-tuned", "tvm-int8")  # edgecv's own artifacts: untuned, tuned float32, tuned int8
@@ -201,6 +202,7 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     gflop = conv_gflop(artifacts[""] / manifest.reference["onnx"])
     runnable = [b for b in backends if results[b].status == "ok"]
     workers = {}
+    page_cache_dropped = drop_page_cache()  # every backend's files as read from disk (see drop_page_cache)
     with progress(f"starting {len(runnable)} backends, each in its own process"):
         for b in runnable:
             art = artifacts.get(b, artifacts[""])
@@ -243,7 +245,7 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
                 res.end_to_end_fps, res.end_to_end_peak_rss_mb = _e2e(b, art, e2e_frames)
     report = {"model": model, "target": target, "input_shape": list(manifest.input.shape), "weights":
               manifest.weights, "image": str(image or DEFAULT_IMAGE), "rounds": rounds, "threads": threads,
-              "gflop_per_frame": round(gflop, 3), "machine": machine(),
+              "gflop_per_frame": round(gflop, 3), "machine": {**machine(), "page_cache_dropped": page_cache_dropped},
               "tuning_records": records_summary(records["tvm-tuned"]) if "tvm-tuned" in artifacts else None,
               "int8_records": records_summary(records["tvm-int8"]) if "tvm-int8" in artifacts else None,
               "quantization": read_manifest(artifacts["tvm-int8"]).quantization if "tvm-int8" in artifacts else None,
@@ -308,7 +310,9 @@ def write_report(report: dict, out: Path) -> None:
     m = report["machine"]
     lines = [f"# {report['model']} on {report['target']} ({m['date']})", "",
              f"{m['cpu']} (LLVM: {m['llvm_cpu']}), {m['cores']} cores, Python {m['python']}; "
-             + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".",
+             + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + "."
+             + {True: " Page cache dropped before measuring.", False: " Page cache as found (not root): recently "
+                "written files can read 10+ MB high per process."}.get(m.get("page_cache_dropped"), ""),
              f"Input {report['input_shape']}, weights {report['weights']}, {report['rounds']} interleaved rounds, "
              f"{report['gflop_per_frame']} GFLOP per frame."
              + ("" if not report.get("tuning_records") else

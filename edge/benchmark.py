@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecv.edge.memory import status_mb
+from edgecv.edge.memory import drop_page_cache, status_mb
 
 
 def cpu_name() -> str:
@@ -203,6 +203,7 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
     from edgecv.edge.detector import Detector
     from edgecv.edge.loop import EdgeLoop, open_publisher
 
+    page_cache_dropped = drop_page_cache()  # the libraries and artifact as read from disk (see drop_page_cache)
     detector = Detector(artifact)
     source = _LoopedVideo(video, frames)
     first = next(source.frames(threading.Event()))  # a clear error now if the video can't be read
@@ -260,7 +261,8 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
         "frames": summary.frames, "long_run_end_to_end_fps": round(summary.frames / elapsed, 3),
         "rss_mb": memory_trend(samples, summary.frames),
         "peak_rss_mb": round(status_mb("VmHWM"), 1),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+                    "page_cache_dropped": page_cache_dropped},
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if viewer_frames:
@@ -275,7 +277,8 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
     side_by_side = "".join(f" In the same rounds, the loop in {other}: {np.median(fps_by_loop[other]):.1f} fps end to "
                            f"end, ratio {by_loop[other]}." for other in list(by_loop)[:-1])
     (out / f"{name}.md").write_text(
-        f"# edge loop benchmark ({result['date']})\n\n{result['machine']['cpu']}, {result['machine']['cores']} cores\n\n"
+        f"# edge loop benchmark ({result['date']})\n\n{result['machine']['cpu']}, {result['machine']['cores']} cores; "
+        f"page cache {'dropped before measuring' if page_cache_dropped else 'as found (not root)'}\n\n"
         "| model | input | streams | inference fps (best way alone) | end-to-end fps | ratio (median of rounds) | "
         "rounds |\n|---|---|---|---|---|---|---|\n"
         f"| {result['model']} | {result['input'][2]}x{result['input'][3]} | {streams} | {result['inference_fps']} | "
