@@ -24,7 +24,7 @@ from edgecv.compile.zoo import resolve_model
 from edgecv.compile.progress import Progress
 from edgecv.compile.weights import Weights
 from edgecv.edge.errors import EdgecvError
-from edgecv.edge.memory import drop_page_cache
+from edgecv.edge.memory import drop_page_cache, page_cache_note
 
 ALL_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "tvm", "tvm-tuned", "tvm-int8")
 COMPILED = ("tvm", "tvm-tuned", "tvm-int8")  # edgecv's own artifacts: untuned, tuned float32, tuned int8
@@ -311,8 +311,7 @@ def write_report(report: dict, out: Path) -> None:
     lines = [f"# {report['model']} on {report['target']} ({m['date']})", "",
              f"{m['cpu']} (LLVM: {m['llvm_cpu']}), {m['cores']} cores, Python {m['python']}; "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + "."
-             + {True: " Page cache dropped before measuring.", False: " Page cache as found (not root): recently "
-                "written files can read 10+ MB high per process."}.get(m.get("page_cache_dropped"), ""),
+             + (f" {page_cache_note(m['page_cache_dropped'])}." if "page_cache_dropped" in m else ""),
              f"Input {report['input_shape']}, weights {report['weights']}, {report['rounds']} interleaved rounds, "
              f"{report['gflop_per_frame']} GFLOP per frame."
              + ("" if not report.get("tuning_records") else

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecv.edge.memory import drop_page_cache, status_mb
+from edgecv.edge.memory import drop_page_cache, page_cache_note, status_mb
 
 
 def cpu_name() -> str:
@@ -278,7 +278,7 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
                            f"end, ratio {by_loop[other]}." for other in list(by_loop)[:-1])
     (out / f"{name}.md").write_text(
         f"# edge loop benchmark ({result['date']})\n\n{result['machine']['cpu']}, {result['machine']['cores']} cores; "
-        f"page cache {'dropped before measuring' if page_cache_dropped else 'as found (not root)'}\n\n"
+        f"{page_cache_note(page_cache_dropped)}\n\n"
         "| model | input | streams | inference fps (best way alone) | end-to-end fps | ratio (median of rounds) | "
         "rounds |\n|---|---|---|---|---|---|---|\n"
         f"| {result['model']} | {result['input'][2]}x{result['input'][3]} | {streams} | {result['inference_fps']} | "

@@ -24,6 +24,12 @@ def status_mb(field: str = "VmHWM") -> float:
     return 0.0
 
 
+def page_cache_note(dropped: bool) -> str:
+    """How a benchmark report states the page cache's state (``drop_page_cache``'s result)."""
+    return ("page cache dropped before measuring" if dropped else
+            "page cache as found (not root): files written recently can read 10+ MB high per process")
+
+
 def drop_page_cache() -> bool:
     """Drop the kernel's clean page cache (root only), so that the files a measured process maps are read back
     from disk, as after a reboot; whether it was dropped. Benchmarks call it before they measure memory: a process

@@ -61,12 +61,9 @@ class Record:
         problems: list[tuple[Location, str]] = []
         for f in dataclasses.fields(self):
             try:
-                value = _convert(getattr(self, f.name), hints[f.name], (_key(f),))
-                _constrain(value, f.metadata, (_key(f),))
+                object.__setattr__(self, f.name, _field_value(f, getattr(self, f.name), hints))
             except Invalid as exc:
                 problems += exc.problems
-                continue
-            object.__setattr__(self, f.name, value)
         if not problems:
             try:
                 self.check()
@@ -101,7 +98,7 @@ class Record:
             for key, value in data.items():
                 if key in by_key:
                     try:
-                        _constrain(_convert(value, hints[by_key[key].name], (key,)), by_key[key].metadata, (key,))
+                        _field_value(by_key[key], value, hints)
                     except Invalid as exc:
                         problems += exc.problems
         else:
@@ -140,6 +137,13 @@ class Record:
 
 def _key(f: dataclasses.Field) -> str:
     return f.metadata.get("alias", f.name)
+
+
+def _field_value(f: dataclasses.Field, value, hints: dict[str, Any]):
+    """``value`` converted to field ``f``'s type and checked against its constraints, or ``Invalid`` at its key."""
+    value = _convert(value, hints[f.name], (_key(f),))
+    _constrain(value, f.metadata, (_key(f),))
+    return value
 
 
 def _unknown(key, by_key: dict) -> str:
