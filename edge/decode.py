@@ -83,12 +83,15 @@ DETECTION_DECODERS: dict[str, Callable[[dict, DecodeSpec], Candidates]] = {
 }
 
 
-def decode_detections(outputs: dict[str, np.ndarray], spec: DecodeSpec, **frame) -> Detections:
-    """Threshold, NMS per class and cap, in input pixels (map with ``Placement.to_frame``)."""
+def decode_detections(outputs: dict[str, np.ndarray], spec: DecodeSpec,
+                      to_frame: Callable[[np.ndarray], np.ndarray] | None = None, **frame) -> Detections:
+    """Threshold, NMS per class and cap; boxes in input pixels, or mapped by ``to_frame`` (e.g.
+    ``Placement.to_frame``) once the survivors are known."""
     boxes, scores, class_ids = DETECTION_DECODERS[spec.kind](outputs, spec)
     keep = nms(boxes, scores, class_ids, spec.nms_iou, topk=spec.nms_topk, max_output=spec.max_detections)
-    return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32),
-                      class_ids[keep].astype(np.int64), **frame)
+    boxes = boxes[keep]
+    return Detections(boxes.astype(np.float32) if to_frame is None else to_frame(boxes),
+                      scores[keep].astype(np.float32), class_ids[keep].astype(np.int64), **frame)
 
 
 def top_classes(probabilities: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:

@@ -84,10 +84,9 @@ class Detector:
                 self._input = self.input_buffer()
             prepared = self.prepare(image, self._input)
         x, placement = prepared
-        raw = decode_detections(self.model(x), self.decode_spec, frame_id=frame_id, timestamp=timestamp,
-                                source=source)
-        raw = raw[raw.scores >= self.kept_from]  # those below the user's threshold feed the tracker's 2nd pass
-        detections = type(raw)(placement.to_frame(raw.boxes), raw.scores, raw.class_ids, frame_id=frame_id,
-                               timestamp=timestamp, source=source)
+        # (the decoding threshold is just under ``kept_from``: every detection decoded is kept; those under the
+        # user's threshold feed the tracker's second pass)
+        detections = decode_detections(self.model(x), self.decode_spec, placement.to_frame, frame_id=frame_id,
+                                       timestamp=timestamp, source=source)
         self.last_latency = time.perf_counter() - start
         return detections

@@ -25,14 +25,17 @@ class _Track:
 
 def _greedy(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """Pairs (row, col) by descending IoU, each row and column used once."""
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     if iou.size == 0:
         return pairs
     rows, cols = np.nonzero(iou >= threshold)
-    for k in np.argsort(-iou[rows, cols], kind="stable"):
-        r, c = int(rows[k]), int(cols[k])
-        if all(r != pr and c != pc for pr, pc in pairs):
+    order = np.argsort(-iou[rows, cols], kind="stable")
+    used_rows, used_cols = set(), set()
+    for r, c in zip(rows[order].tolist(), cols[order].tolist()):
+        if r not in used_rows and c not in used_cols:
             pairs.append((r, c))
+            used_rows.add(r)
+            used_cols.add(c)
     return pairs
 
 
