@@ -206,8 +206,8 @@ def _quantization(req: CompileRequest) -> str | None:
         return None
     from edgecv.compile.quantize import DEFAULT_CALIBRATION
 
-    return (f"int8 convolutions (uint8 activations per tensor, int8 weights per channel), calibrated on "
-            f"{Path(req.calibration or DEFAULT_CALIBRATION).name}")
+    return (f"int8 convolutions (uint8 activations per tensor, int8 weights per channel) and uint8 inputs to the "
+            f"depthwise convolutions with large ones, calibrated on {Path(req.calibration or DEFAULT_CALIBRATION).name}")
 
 
 def _zeros(shape):

@@ -10,10 +10,27 @@ What changes (``edgecv compile --int8``, ``edgecv tune --int8``):
   absorbs), an int32 convolution of those bytes with int8 weights (per output channel, symmetric, pre-packed as
   ``[K/16, R, S, C/4, 16, 4]``: sixteen output channels by four input channels, the operand VNNI's ``vpdpbusd``
   takes), then ``(acc - zero * sum(w)) * scale_x * scale_w`` back to float32. Padding is the zero point, so the
-  correction is exact at the borders. The first convolution (3 input channels) and depthwise ones stay float32.
+  correction is exact at the borders. The first convolution (3 input channels) stays float32.
+- Each depthwise convolution whose float32 input is large (``DEPTHWISE_UINT8_MIN_BYTES``, 2 MiB) reads that input
+  as uint8, quantized the same way (the quantization fuses into the previous kernel's tail, so no float32 copy
+  of the big tensor is ever stored), in a kernel of its own (``depthwise_uint8_nhwc``: padded with the zero
+  point, ``sum(x * w * scale_x)`` in float32, minus ``zero * sum(w * scale_x)`` per channel); its output is
+  float32 as before. Why: memory per model instance, and the edge process runs one instance per stream. In
+  MobileNetV2 (the OID detector, 300x300) the early layers are large and the int8 1x1 "expand" convolutions wrote
+  float32 for their depthwise successors: 150x150x96 (8.6 MB, the largest buffer of the Relax VM's static plan),
+  75x75x144 (3.2 MB, twice), and the first convolution's 150x150x32 (2.9 MB). Those four go uint8 (four
+  depthwise tasks and three changed tails to tune, 13 minutes); the next depthwise inputs (38x38x192, 1.1 MB,
+  and smaller) stay float32: 2 MiB falls between the two groups. Measured on 2026-12-01 (AMD Zen 5, 2 cores,
+  every new task tuned, 64 trials): the static plan 12.26 MB -> 5.61 MB per instance (largest buffer 2.16 MB,
+  the uint8 150x150x96); the first inference adds 9.7 MB to the process instead of 23.0; ``edgecv run`` over
+  vtest.avi peaks at 104.7 MB instead of 118.2 with one stream and 114.6 instead of 133.9 with two; per-frame
+  latency 2.44 ms instead of 3.48 (medians, alternating in one process: these layers read a quarter of the
+  bytes, and the new kernels had 64 trials where the old ones had 32); ``edgecv eval`` people precision 0.848,
+  recall 0.880 (117 found, 21 false) against 0.854 and 0.880 (117, 20) before. The other depthwise
+  convolutions stay float32: their buffers are small, and each would be one more task to tune.
 - Activation ranges come from running the float32 graph in ONNX Runtime on calibration images (min/max per
-  convolution input); each range is found again in the Relax graph by its convolution's weights (a digest of
-  their values), so the two graphs need not name anything alike.
+  convolution input, full and depthwise); each range is found again in the Relax graph by its convolution's
+  weights (a digest of their values), so the two graphs need not name anything alike.
 
 MetaSchedule tensorizes the int8 convolutions with TVM's ``dot_16x4_vnni`` intrinsic. Two fixes make that work with
 this TVM build: LLVM 22 declares ``llvm.x86.avx512.vpdpbusd.512`` on byte vectors (TVM's intrinsic passes int32
@@ -32,6 +49,8 @@ import numpy as np
 VNNI_INTRIN = "dot_16x4_vnni"
 VNNI_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")
 PACK_K, PACK_C = 16, 4
+# a depthwise convolution whose float32 input is at least this big reads it as uint8 (``depthwise_uint8``)
+DEPTHWISE_UINT8_MIN_BYTES = 2 << 20
 
 
 @dataclass(frozen=True)
@@ -57,10 +76,22 @@ def quantizable(w_oihw_shape: tuple[int, ...], groups: int) -> bool:
     return groups == 1 and len(w_oihw_shape) == 4 and w_oihw_shape[1] % PACK_C == 0
 
 
+def depthwise(w_oihw_shape: tuple[int, ...], groups: int) -> bool:
+    """One filter per input channel (channel multiplier 1): the kind ``depthwise_uint8`` computes."""
+    return groups > 1 and len(w_oihw_shape) == 4 and w_oihw_shape[0] == groups and w_oihw_shape[1] == 1
+
+
+def depthwise_uint8(input_shape: tuple[int, ...], dtype: str = "float32") -> bool:
+    """Whether a depthwise convolution with this input reads it as uint8: a float32 input of at least
+    ``DEPTHWISE_UINT8_MIN_BYTES`` (the early, high-resolution layers, whose float32 copies dominate the memory plan)."""
+    return dtype == "float32" and 4 * int(np.prod(input_shape)) >= DEPTHWISE_UINT8_MIN_BYTES
+
+
 # ---- calibration (ONNX Runtime on the float32 graph) ----
 
 def calibrate(onnx_path: Path, input_name: str, inputs, log=lambda m: None) -> dict[str, Range]:
-    """Per quantizable convolution (keyed by ``weight_digest``): the range its input took on ``inputs``."""
+    """Per quantizable convolution and per depthwise one (keyed by ``weight_digest``): the range its input took on
+    ``inputs``. (Every depthwise input is recorded; ``quantize_module`` picks the large ones by their shapes.)"""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -73,7 +104,7 @@ def calibrate(onnx_path: Path, input_name: str, inputs, log=lambda m: None) -> d
             continue
         w = numpy_helper.to_array(weights[node.input[1]])
         groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if quantizable(w.shape, groups):
+        if quantizable(w.shape, groups) or depthwise(w.shape, groups):
             watched.setdefault(node.input[0], []).append(weight_digest(w))
     outputs = {o.name for o in model.graph.output}
     for name in watched:
@@ -184,23 +215,49 @@ def pack_weights(w_ohwi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.ascontiguousarray(packed), scales, padded.reshape(kp, -1).sum(axis=1, dtype=np.int32)
 
 
-def conv2d_int8_nhwc(x, w, zero, strides, padding):
-    """TE: uint8 NHWC input (padded with ``zero[0]``, the zero point) x packed int8 weights -> int32 NHWC."""
+def _padded_with_zero_point(x, zero, padding, kernel, strides):
+    """TE: uint8 NHWC ``x`` padded with ``zero[0]`` (the zero point, so the correction of the sum stays exact at the
+    borders), and the output's (height, width) for a ``kernel`` (R, S) window moving by ``strides``."""
     from tvm import te, tirx
 
     n, h, wd, c = (int(v) for v in x.shape)
-    k16, r, s, c4, _, _ = (int(v) for v in w.shape)
     top, left, bottom, right = padding
-    sh, sw = strides
-    oh, ow = (h + top + bottom - r) // sh + 1, (wd + left + right - s) // sw + 1
+    (r, s), (sh, sw) = kernel, strides
     padded = te.compute((n, h + top + bottom, wd + left + right, c), lambda b, i, j, ch: tirx.if_then_else(
         tirx.all(i >= top, i < h + top, j >= left, j < wd + left), x[b, i - top, j - left, ch], zero[0]),
         name="pad_zero_point")
+    return padded, ((h + top + bottom - r) // sh + 1, (wd + left + right - s) // sw + 1)
+
+
+def conv2d_int8_nhwc(x, w, zero, strides, padding):
+    """TE: uint8 NHWC input (padded with ``zero[0]``, the zero point) x packed int8 weights -> int32 NHWC."""
+    from tvm import te
+
+    n, c = int(x.shape[0]), int(x.shape[3])
+    k16, r, s, _, _, _ = (int(v) for v in w.shape)
+    sh, sw = strides
+    padded, (oh, ow) = _padded_with_zero_point(x, zero, padding, (r, s), strides)
     rr, rs, rc = te.reduce_axis((0, r), "rr"), te.reduce_axis((0, s), "rs"), te.reduce_axis((0, c), "rc")
     return te.compute((n, oh, ow, k16 * PACK_K), lambda b, i, j, k: te.sum(
         padded[b, i * sh + rr, j * sw + rs, rc].astype("int32")
         * w[k // PACK_K, rr, rs, rc // PACK_C, k % PACK_K, rc % PACK_C].astype("int32"), axis=[rr, rs, rc]),
         name="conv2d_int8")
+
+
+def depthwise_uint8_nhwc(x, w, zero, strides, padding):
+    """TE: uint8 NHWC input (padded with ``zero[0]``, the zero point) x float32 weights ``[R, S, C]`` (already
+    times the input's scale) -> float32 NHWC: ``sum(x * w)``. The caller subtracts ``zero * sum(w)`` per channel,
+    exact at the borders too (the padding is the zero point)."""
+    from tvm import te
+
+    n, c = int(x.shape[0]), int(x.shape[3])
+    r, s, _ = (int(v) for v in w.shape)
+    sh, sw = strides
+    padded, (oh, ow) = _padded_with_zero_point(x, zero, padding, (r, s), strides)
+    rr, rs = te.reduce_axis((0, r), "rr"), te.reduce_axis((0, s), "rs")
+    return te.compute((n, oh, ow, c), lambda b, i, j, ch: te.sum(
+        padded[b, i * sh + rr, j * sw + rs, ch].astype("float32") * w[rr, rs, ch], axis=[rr, rs]),
+        name="depthwise_uint8")
 
 
 def quantize_module(mod, params: list, ranges: dict[str, Range], log=lambda m: None):
@@ -224,7 +281,8 @@ def quantize_module(mod, params: list, ranges: dict[str, Range], log=lambda m: N
     mod = rewriter.builder_.get()  # with the int8 kernels' PrimFuncs
     mod["main"] = main
     mod = tvm.transform.Sequential([relax.transform.FoldConstant(), relax.transform.DeadCodeElimination(["main"])])(mod)
-    log(f"int8: {rewriter.rewritten} convolutions quantized, {rewriter.kept} kept in float32")
+    log(f"int8: {rewriter.rewritten} convolutions quantized, {rewriter.depthwise} depthwise ones reading uint8 "
+        f"inputs, {rewriter.kept} kept in float32")
     return lift_constants(mod, num_input)
 
 
@@ -328,7 +386,8 @@ def serial_tensorized(mod):
 
 
 def _int8_rewriter(mod, ranges: dict[str, Range]):
-    """A Relax mutator replacing each quantizable NHWC convolution with its constant weights by the int8 one."""
+    """A Relax mutator replacing each quantizable NHWC convolution with its constant weights by the int8 one, and
+    each depthwise one with a large input by the uint8-input one."""
     import tvm
     from tvm import relax
 
@@ -337,27 +396,73 @@ def _int8_rewriter(mod, ranges: dict[str, Range]):
         def __init__(self):
             super().__init__(mod)
             self.rewritten = 0
+            self.depthwise = 0
             self.kept = 0
 
         def visit_call_(self, call):
             call = super().visit_call_(call)
             if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
                 return call
-            weight, attrs = call.args[1], call.attrs
-            rng = None
+            x, weight, attrs = call.args[0], call.args[1], call.attrs
+            rng = w = None
             if isinstance(weight, tvm.ir.expr.Constant) and attrs.data_layout == "NHWC" and attrs.kernel_layout == "OHWI" \
-                    and int(attrs.groups) == 1 and all(int(d) == 1 for d in attrs.dilation):
+                    and all(int(d) == 1 for d in attrs.dilation):
                 w = weight.value.numpy()
-                if w.dtype == np.float32 and quantizable(w.transpose(0, 3, 1, 2).shape, 1):
-                    rng = ranges.get(weight_digest(w.transpose(0, 3, 1, 2)))
+                w_oihw, groups = w.transpose(0, 3, 1, 2), int(attrs.groups)
+                if w.dtype == np.float32 and (quantizable(w_oihw.shape, groups)
+                                              or (depthwise(w_oihw.shape, groups) and _large_input(x))):
+                    rng = ranges.get(weight_digest(w_oihw))
             if rng is None:
                 self.kept += 1
                 return call
+            strides, padding = [int(v) for v in attrs.strides], [int(v) for v in attrs.padding]
+            if int(attrs.groups) > 1:
+                self.depthwise += 1
+                return _uint8_depthwise(self.builder_, x, w, rng, strides, padding)
             self.rewritten += 1
-            return _int8_convolution(self.builder_, call.args[0], w, rng, [int(v) for v in attrs.strides],
-                                     [int(v) for v in attrs.padding])
+            return _int8_convolution(self.builder_, x, w, rng, strides, padding)
+
+    def _large_input(x) -> bool:
+        """A float32 input of static shape big enough for ``depthwise_uint8``."""
+        ty = x.ty
+        return isinstance(ty, relax.TensorType) and isinstance(ty.shape, relax.ShapeExpr) \
+            and all(isinstance(d, tvm.tirx.IntImm) for d in ty.shape.values) \
+            and depthwise_uint8(tuple(int(d) for d in ty.shape.values), str(ty.dtype))
 
     return Int8Convolutions()
+
+
+def _quantize(x, scale_x: float, zero: int):
+    """x (float32) -> uint8 bytes, ``clip(round(x / scale) + zero, 0, 255)``: element-wise, so the kernel producing
+    x absorbs it and x itself is never stored. The scalars are 1-element tensors: parameters like the weights, so
+    a kernel (and its tuning record) is the same whatever the calibration found."""
+    import tvm
+    from tvm import relax
+
+    const = lambda a: relax.const(tvm.runtime.tensor(a))  # noqa: E731
+    q = relax.op.add(relax.op.round(relax.op.multiply(x, const(np.array([1.0 / scale_x], np.float32)))),
+                     const(np.array([zero], np.float32)))
+    return relax.op.astype(relax.op.clip(q, 0, 255), "uint8")
+
+
+def _uint8_depthwise(bb, x, w_ohwi: np.ndarray, rng: Range, strides, padding):
+    """quantize x -> depthwise convolution of the bytes with float32 weights -> float32, emitted with ``bb``.
+
+    Float32 arithmetic, not int32 with int8 weights: VNNI's dot product sums four neighbouring bytes of one
+    output, while a depthwise window's nine taps are a channel apart in NHWC, so integer arithmetic would be
+    widening multiplies, no faster than a byte-to-float conversion and an FMA on a kernel bound by memory; and
+    float32 weights (times the input's scale) add no rounding of their own, where int8 ones would (0.3-0.8% of
+    each filter, per channel, on the OID detector's four). Only the input is rounded, as for full convolutions."""
+    import tvm
+    from tvm import relax
+
+    scale_x, zero = rng.affine()
+    const = lambda a: relax.const(tvm.runtime.tensor(a))  # noqa: E731
+    w = np.ascontiguousarray(w_ohwi[:, :, :, 0].transpose(1, 2, 0) * np.float32(scale_x), dtype=np.float32)  # RSC
+    q = bb.emit(_quantize(x, scale_x, zero))
+    acc = bb.emit(bb.call_te(depthwise_uint8_nhwc, q, const(w), const(np.array([zero], np.uint8)), strides=strides,
+                             padding=padding, primfunc_name_hint="depthwise_uint8"))
+    return relax.op.subtract(acc, const((zero * w.sum(axis=(0, 1), dtype=np.float64)).astype(np.float32)))
 
 
 def _int8_convolution(bb, x, w_ohwi: np.ndarray, rng: Range, strides, padding):
@@ -368,11 +473,7 @@ def _int8_convolution(bb, x, w_ohwi: np.ndarray, rng: Range, strides, padding):
     scale_x, zero = rng.affine()
     packed, scale_w, wsum = pack_weights(w_ohwi)
     const = lambda a: relax.const(tvm.runtime.tensor(a))  # noqa: E731
-    # the scalars as 1-element tensors: parameters like the weights, so a kernel (and its tuning record) is the
-    # same whatever the calibration found
-    q = relax.op.add(relax.op.round(relax.op.multiply(x, const(np.array([1.0 / scale_x], np.float32)))),
-                     const(np.array([zero], np.float32)))
-    q = bb.emit(relax.op.astype(relax.op.clip(q, 0, 255), "uint8"))
+    q = bb.emit(_quantize(x, scale_x, zero))
     acc = bb.emit(bb.call_te(conv2d_int8_nhwc, q, const(packed), const(np.array([zero], np.uint8)), strides=strides,
                              padding=padding, primfunc_name_hint="conv2d_int8"))
     y = relax.op.multiply(relax.op.astype(relax.op.subtract(acc, const((zero * wsum).astype(np.int32))), "float32"),

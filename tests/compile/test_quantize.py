@@ -131,6 +131,117 @@ def test_vnni_tensorized_kernel_builds_and_is_exact(tmp_path, vnni_cpu):
     assert np.array_equal(result.numpy(), want)
 
 
+def test_large_depthwise_inputs_are_the_ones_read_as_uint8():
+    """The size rule on the OID detector's (MobileNetV2, 300x300) depthwise inputs: the four of 2.9-8.6 MB go
+    uint8, the 1.1 MB ones and smaller stay float32."""
+    for shape in [(1, 150, 150, 32), (1, 150, 150, 96), (1, 75, 75, 144)]:
+        assert q.depthwise_uint8(shape)
+    for shape in [(1, 38, 38, 192), (1, 19, 19, 576), (1, 10, 10, 960)]:
+        assert not q.depthwise_uint8(shape)
+    assert not q.depthwise_uint8((1, 150, 150, 96), "uint8")
+    assert q.depthwise((32, 1, 3, 3), 32) and not q.depthwise((64, 1, 3, 3), 32) and not q.depthwise((32, 4, 3, 3), 1)
+
+
+def _conv_depthwise_conv(path, size=32):
+    """Conv 1x1 (8 -> 32) + ReLU6 + depthwise 3x3 stride 2 + ReLU6 + Conv 1x1 (32 -> 16): MobileNetV2's block."""
+    rng = np.random.default_rng(0)
+    init = [numpy_helper.from_array(rng.normal(scale=0.4, size=(32, 8, 1, 1)).astype(np.float32), "w1"),
+            numpy_helper.from_array(rng.normal(size=32).astype(np.float32), "b1"),
+            numpy_helper.from_array(rng.normal(scale=0.4, size=(32, 1, 3, 3)).astype(np.float32), "wd"),
+            numpy_helper.from_array(rng.normal(size=32).astype(np.float32), "bd"),
+            numpy_helper.from_array(rng.normal(scale=0.3, size=(16, 32, 1, 1)).astype(np.float32), "w2"),
+            numpy_helper.from_array(np.array(0, np.float32), "lo"),
+            numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["data", "w1", "b1"], ["c1"]),
+         helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),
+         helper.make_node("Conv", ["r1", "wd", "bd"], ["cd"], group=32, pads=[1, 1, 1, 1], strides=[2, 2]),
+         helper.make_node("Clip", ["cd", "lo", "hi"], ["rd"]),
+         helper.make_node("Conv", ["rd", "w2"], ["out"])],
+        "block", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 8, size, size])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16, size // 2, size // 2])], init)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def _storage_sizes(executable) -> list[int]:
+    """The Relax VM's static memory plan: the sizes of its ``vm.builtin.alloc_storage`` calls (constants)."""
+    import re
+
+    pool = executable.stats().split("Constant pool (#", 1)[1].split(": [", 1)[1]
+    # items: shapetuple[...], a quoted string (which may hold quotes, never one before a comma or bracket), a word
+    constants = re.findall(r'shapetuple\[[^\]]*\]|"(?:[^"]|"(?![,\]]))*"|[^,\s\["\]]+', pool.split("\n", 1)[0])
+    sizes = []
+    for index in re.findall(r"vm\.builtin\.alloc_storage in: %vm, c\[(\d+)\]", executable.as_text()):
+        sizes.append(int(re.fullmatch(r"shapetuple\[(\d+)\]", constants[int(index)]).group(1)))
+    return sizes
+
+
+def test_large_depthwise_reads_uint8_close_to_float_and_its_float_input_is_gone(tmp_path, monkeypatch):
+    """A depthwise convolution past the size rule reads its input as bytes: the quantization fuses into the
+    previous kernel (the memory plan holds no float32 copy of that input), and the result stays within 8-bit
+    error of ONNX Runtime's float32, near what the same graph gives with that depthwise in float32."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from edgecv.compile.build import _compile_tuned, import_onnx
+
+    _conv_depthwise_conv(tmp_path / "m.onnx")
+    (tmp_path / "records").mkdir()  # none: compile's own path (fused as with records, basic schedules)
+    rng = np.random.default_rng(1)
+    calibration = [rng.normal(size=(1, 8, 32, 32)).astype(np.float32) for _ in range(4)]
+    ranges = q.calibrate(tmp_path / "m.onnx", "data", calibration)
+    assert len(ranges) == 3  # both full convolutions' inputs and the depthwise one's
+    float_input = 4 * 32 * 32 * 32  # the depthwise convolution's input in float32, bytes
+    x = rng.normal(size=(1, 8, 32, 32)).astype(np.float32)
+    want = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"data": x})[0]
+    results = {}
+    for name, least in (("float", float_input + 1), ("uint8", float_input)):
+        monkeypatch.setattr(q, "DEPTHWISE_UINT8_MIN_BYTES", least)
+        mod, params = import_onnx(tmp_path / "m.onnx", "data", (1, 8, 32, 32), ranges)
+        assert mod["main"].script().count("depthwise_uint8") == (name == "uint8")
+        executable, params = _compile_tuned(mod, params, tvm.target.Target({"kind": "llvm"}), tmp_path / "records",
+                                            False)
+        got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), *params).numpy()
+        results[name] = got, _storage_sizes(executable)
+    (floats, float_plan), (bytes_, byte_plan) = results["float"], results["uint8"]
+    assert max(float_plan) >= float_input > max(byte_plan), (float_plan, byte_plan)
+    assert sum(byte_plan) < sum(float_plan)
+    scale = np.abs(want).max()
+    assert np.abs(floats - want).max() / scale < 0.03
+    error = np.abs(bytes_ - want).max() / scale
+    assert error < 0.03, error  # 8-bit steps, three layers deep
+    assert 0 < np.abs(bytes_ - floats).max() / scale < 0.02  # it did read bytes, and only that input's rounding
+
+
+def test_depthwise_kernel_is_the_float_depthwise_of_the_dequantized_bytes():
+    """The TE kernel alone, stride 1 and 2, asymmetric padding: sum(x * w) of the bytes, padded with the zero
+    point, minus zero * sum(w), is the float depthwise convolution of (x - zero) (float32 rounding only)."""
+    import tvm
+    from tvm import te
+
+    rng = np.random.default_rng(2)
+    for strides, padding in (((1, 1), (1, 1, 1, 1)), ((2, 2), (0, 0, 1, 1))):
+        x = te.placeholder((1, 9, 10, 24), "uint8", name="x")
+        w = te.placeholder((3, 3, 24), "float32", name="w")
+        zero = te.placeholder((1,), "uint8", name="zero")
+        out = q.depthwise_uint8_nhwc(x, w, zero, strides, padding)
+        lib = tvm.compile(tvm.IRModule({"main": te.create_prim_func([x, w, zero, out])}), target="llvm")
+        xs = rng.integers(0, 256, size=(1, 9, 10, 24), dtype=np.uint8)
+        ws = rng.normal(scale=0.01, size=(3, 3, 24)).astype(np.float32)
+        result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], np.float32))
+        lib["main"](tvm.runtime.tensor(xs), tvm.runtime.tensor(ws), tvm.runtime.tensor(np.array([37], np.uint8)),
+                    result)
+        top, left, bottom, right = padding
+        padded = np.pad(xs.astype(np.float64) - 37, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        oh, ow = result.shape[1:3]
+        want = sum(padded[:, r:r + strides[0] * oh:strides[0], s:s + strides[1] * ow:strides[1]] * ws[r, s]
+                   for r in range(3) for s in range(3))
+        got = result.numpy() - 37 * ws.astype(np.float64).sum(axis=(0, 1))
+        assert got.shape == want.shape
+        assert np.allclose(got, want, rtol=0, atol=1e-4), np.abs(got - want).max()
+
+
 def test_int8_needs_vnni():
     with pytest.raises(TargetError, match="aarch64.*--int8|--int8.*aarch64"):
         q.check_int8_target(resolve_target("aarch64"), frozenset())
