@@ -432,16 +432,22 @@ def _int8_rewriter(mod, ranges: dict[str, Range]):
     return Int8Convolutions()
 
 
+def _const(array: np.ndarray):
+    """A Relax constant holding ``array`` (lifted into a parameter by ``lift_constants``)."""
+    import tvm
+    from tvm import relax
+
+    return relax.const(tvm.runtime.tensor(array))
+
+
 def _quantize(x, scale_x: float, zero: int):
     """x (float32) -> uint8 bytes, ``clip(round(x / scale) + zero, 0, 255)``: element-wise, so the kernel producing
     x absorbs it and x itself is never stored. The scalars are 1-element tensors: parameters like the weights, so
     a kernel (and its tuning record) is the same whatever the calibration found."""
-    import tvm
     from tvm import relax
 
-    const = lambda a: relax.const(tvm.runtime.tensor(a))  # noqa: E731
-    q = relax.op.add(relax.op.round(relax.op.multiply(x, const(np.array([1.0 / scale_x], np.float32)))),
-                     const(np.array([zero], np.float32)))
+    q = relax.op.add(relax.op.round(relax.op.multiply(x, _const(np.array([1.0 / scale_x], np.float32)))),
+                     _const(np.array([zero], np.float32)))
     return relax.op.astype(relax.op.clip(q, 0, 255), "uint8")
 
 
@@ -453,31 +459,27 @@ def _uint8_depthwise(bb, x, w_ohwi: np.ndarray, rng: Range, strides, padding):
     widening multiplies, no faster than a byte-to-float conversion and an FMA on a kernel bound by memory; and
     float32 weights (times the input's scale) add no rounding of their own, where int8 ones would (0.3-0.8% of
     each filter, per channel, on the OID detector's four). Only the input is rounded, as for full convolutions."""
-    import tvm
     from tvm import relax
 
     scale_x, zero = rng.affine()
-    const = lambda a: relax.const(tvm.runtime.tensor(a))  # noqa: E731
     w = np.ascontiguousarray(w_ohwi[:, :, :, 0].transpose(1, 2, 0) * np.float32(scale_x), dtype=np.float32)  # RSC
     q = bb.emit(_quantize(x, scale_x, zero))
-    acc = bb.emit(bb.call_te(depthwise_uint8_nhwc, q, const(w), const(np.array([zero], np.uint8)), strides=strides,
+    acc = bb.emit(bb.call_te(depthwise_uint8_nhwc, q, _const(w), _const(np.array([zero], np.uint8)), strides=strides,
                              padding=padding, primfunc_name_hint="depthwise_uint8"))
-    return relax.op.subtract(acc, const((zero * w.sum(axis=(0, 1), dtype=np.float64)).astype(np.float32)))
+    return relax.op.subtract(acc, _const((zero * w.sum(axis=(0, 1), dtype=np.float64)).astype(np.float32)))
 
 
 def _int8_convolution(bb, x, w_ohwi: np.ndarray, rng: Range, strides, padding):
     """quantize x -> int8 convolution -> float32, emitted with ``bb``; the same value as the float convolution."""
-    import tvm
     from tvm import relax
 
     scale_x, zero = rng.affine()
     packed, scale_w, wsum = pack_weights(w_ohwi)
-    const = lambda a: relax.const(tvm.runtime.tensor(a))  # noqa: E731
     q = bb.emit(_quantize(x, scale_x, zero))
-    acc = bb.emit(bb.call_te(conv2d_int8_nhwc, q, const(packed), const(np.array([zero], np.uint8)), strides=strides,
+    acc = bb.emit(bb.call_te(conv2d_int8_nhwc, q, _const(packed), _const(np.array([zero], np.uint8)), strides=strides,
                              padding=padding, primfunc_name_hint="conv2d_int8"))
-    y = relax.op.multiply(relax.op.astype(relax.op.subtract(acc, const((zero * wsum).astype(np.int32))), "float32"),
-                          const((scale_x * scale_w).astype(np.float32)))
+    y = relax.op.multiply(relax.op.astype(relax.op.subtract(acc, _const((zero * wsum).astype(np.int32))), "float32"),
+                          _const((scale_x * scale_w).astype(np.float32)))
     k = w_ohwi.shape[0]
     if k != packed.shape[0] * PACK_K:
         y = relax.op.strided_slice(bb.emit(y), axes=[3], begin=[0], end=[k])
