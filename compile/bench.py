@@ -261,12 +261,12 @@ def _tuned_artifact(result: BackendResult, int8: bool, out: Path, weights: Weigh
     model = result.model
     default_size = resolve_model(model).input_size
     if int8:
-        from edgecv.compile.pipeline import host_cpu_flags
-        from edgecv.compile.quantize import check_int8_target
+        from edgecv.compile.quantize import int8_kernel
         from edgecv.compile.targets import resolve_target
+        from edgecv.edge.cpu import host_cpu_flags
 
         try:
-            check_int8_target(resolve_target(target), host_cpu_flags())
+            int8_kernel(resolve_target(target), host_cpu_flags())
         except EdgecvError as exc:
             result.status, result.reason = "skipped", str(exc)
             return None

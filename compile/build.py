@@ -8,13 +8,14 @@ from edgecv.compile.targets import TargetPreset
 
 def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...], target: TargetPreset,
                   library: Path, params_file: Path, records: Path | None = None, log=lambda m: None,
-                  int8: dict | None = None) -> dict:
+                  int8=None) -> dict:
     """Compile and export; returns the TVM target dict used (recorded in the manifest).
 
     The weights go to ``params_file`` (an uncompressed .npz, in the order ``main`` takes them), not into
     the library: a library with embedded constants costs about three times their size in memory when
     loaded (the mapped file, the deserialised blob, the tensors); separate, they are read once.
-    With ``int8`` (calibrated ranges, ``quantize.calibrate``) the full convolutions run in int8 (``quantize``).
+    With ``int8`` (a ``quantize.Int8Plan``: calibrated ranges and the CPU's kernel) the full convolutions run in
+    int8 (``quantize``).
     With records tuned for pre-packed weights (``records_prepacked``), the weights are stored already in the
     layouts the tuned kernels chose: the layout transforms run here, once, not on the device.
     """
@@ -91,10 +92,9 @@ def records_prepacked(records: Path) -> bool:
     return any(b"layout_free_buffers" in base64.b64decode(json.loads(line)[1]) for line in lines if line.strip())
 
 
-def import_onnx(onnx_path: Path, input_name: str, input_shape: tuple[int, ...], int8: dict | None = None,
-                log=lambda m: None):
-    """The Relax module ``build_library`` compiles (weights as parameters of ``main``) and those weights; with
-    ``int8`` ranges, its full convolutions quantized (``quantize.quantize_module``).
+def import_onnx(onnx_path: Path, input_name: str, input_shape: tuple[int, ...], int8=None, log=lambda m: None):
+    """The Relax module ``build_library`` compiles (weights as parameters of ``main``) and those weights; with an
+    ``int8`` plan (``quantize.Int8Plan``), its full convolutions quantized (``quantize.quantize_module``).
 
     ``edgecv tune`` extracts its tasks from this same module, so its records match what compile builds.
     """

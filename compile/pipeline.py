@@ -25,6 +25,7 @@ from edgecv.compile.weights import Weights
 from edgecv.compile.zoo import ModelSpec, resolve_model
 from edgecv.edge.artifact import (MANIFEST, InputSpec, Manifest, OutputSpec, TargetSpec,
                                   load_manifest, sha256_file)
+from edgecv.edge.cpu import host_cpu_flags
 from edgecv.edge.errors import ArtifactError, EdgecvError, VerificationError
 
 LIBRARY = "model.so"
@@ -86,30 +87,20 @@ RECORDS_DB = ("database_workload.json", "database_tuning_record.json")  # MetaSc
 # and the other way round: far faster than untuned). ``x86-64-v3`` (AVX2, FMA) is written by `edgecv tune
 # --target x86_64` on a CPU without AVX-512; ``skylake-avx512`` by the preset of that name or by x86_64 on an
 # AVX-512 CPU. The artifact is still compiled for the host's own CPU.
-INT8_RECORDS = "cascadelake-int8"
 X86_RECORDS = {"skylake-avx512": ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"),
                "x86-64-v3": ("avx2", "fma")}
 
 
-def host_cpu_flags() -> frozenset[str]:
-    """The host CPU's feature flags, as Linux reports them (what the hypervisor really exposes)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
 def records_levels(target: str, flags: frozenset[str] | None = None, int8: bool = False) -> list[str]:
-    """The records folders a target preset uses, best first; `edgecv tune` writes to the first. int8 models
-    (x86 with VNNI only) have their own: other kernels, the same for every VNNI CPU."""
+    """The records folders a target preset uses, best first; `edgecv tune` writes to the first. An int8 model has
+    only its kernel's (``quantize.INT8_KERNELS``): its schedules call that kernel's instruction, which no other
+    CPU family has."""
+    flags = host_cpu_flags() if flags is None else flags
     if int8:
-        return [INT8_RECORDS]
+        from edgecv.compile.quantize import int8_kernel
+
+        return [int8_kernel(resolve_target(target), flags).records]
     if target == "x86_64":
-        flags = host_cpu_flags() if flags is None else flags
         own = next((level for level, needs in X86_RECORDS.items() if set(needs) <= flags), "x86_64")
         return [own, *(level for level in X86_RECORDS if level != own)]
     if target in X86_RECORDS:
@@ -155,7 +146,7 @@ def _weights_id(weights: Weights) -> str:
     return weights.describe()
 
 
-def cache_key(spec: ModelSpec, req: CompileRequest, target_spec: dict, records: str | None) -> str:
+def cache_key(spec: ModelSpec, req: CompileRequest, target_spec: dict, records: str | None, kernel=None) -> str:
     import tvm
 
     parts = {"model": spec.name, "symbol": sha256_file(spec.symbol_file) if spec.symbol_file else None,
@@ -163,14 +154,15 @@ def cache_key(spec: ModelSpec, req: CompileRequest, target_spec: dict, records: 
              "class_names": spec.class_names(),
              "weights": _weights_id(req.weights), "input_size": req.input_size or spec.input_size,
              "target": target_spec, "records": records, "classes": req.classes, "reference": req.keep_reference,
-             "int8": _calibration_id(req),
+             "int8": _calibration_id(req), "int8_kernel": kernel.name if kernel else None,
              "tvm": tvm.__version__,
              "edgecv": edgecv.__version__, "source": _source_digest()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _manifest(spec: ModelSpec, model, target: TargetPreset, tvm_target: dict, folder: Path, weights: Weights,
-              records: str | None, reference: dict[str, str] | None, quantization: str | None = None) -> Manifest:
+              records: str | None, reference: dict[str, str] | None, quantization: str | None = None,
+              kernel=None) -> Manifest:
     import tvm
 
     shapes = [tuple(int(d) for d in a.shape) for a in model.raw(_zeros(model.input_shape)).values()]
@@ -178,8 +170,9 @@ def _manifest(spec: ModelSpec, model, target: TargetPreset, tvm_target: dict, fo
                     for o, s in zip(model.family.outputs, shapes))
     return Manifest(
         model=spec.name, task=model.family.task,
-        target=TargetSpec(name=target.name, arch=target.arch, tvm=tvm_target),
-        input=input_spec(spec, model), quantization=quantization,
+        target=TargetSpec(name=target.name, arch=target.arch, tvm=tvm_target,
+                          cpu_features=target.cpu_features(tvm_target)),
+        input=input_spec(spec, model), quantization=quantization, int8_kernel=kernel.name if kernel else None,
         outputs=outputs, decode=model.decode, classes=model.classes, groups=spec.groups,
         library=LIBRARY, params=PARAMS,
         files={name: sha256_file(folder / name) for name in [LIBRARY, PARAMS, *(reference or {}).values()]},
@@ -201,13 +194,15 @@ def _calibration_id(req: CompileRequest) -> str | None:
     return calibration_id(req.calibration)
 
 
-def _quantization(req: CompileRequest) -> str | None:
-    if not req.int8:
+def _quantization(req: CompileRequest, kernel) -> str | None:
+    if kernel is None:
         return None
     from edgecv.compile.quantize import DEFAULT_CALIBRATION
 
-    return (f"int8 convolutions (uint8 activations per tensor, int8 weights per channel) and uint8 inputs to the "
-            f"depthwise convolutions with large ones, calibrated on {Path(req.calibration or DEFAULT_CALIBRATION).name}")
+    return (f"int8 convolutions ({kernel.activations} activations per tensor, weights per channel in "
+            f"+-{kernel.weight_max}, "
+            f"{kernel.name} dot product) and uint8 inputs to the depthwise convolutions with large ones, calibrated "
+            f"on {Path(req.calibration or DEFAULT_CALIBRATION).name}")
 
 
 def _zeros(shape):
@@ -275,19 +270,27 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
     can_run_here = _host_can_run(target)
     steps = 4 + (1 if req.verify and can_run_here else 0) + (1 if req.int8 else 0)
     progress.total = steps
+    kernel = None
     if req.int8:
-        from edgecv.compile.quantize import check_int8_target
+        from edgecv.compile.quantize import int8_kernel
 
-        check_int8_target(target, host_cpu_flags())
+        kernel = int8_kernel(target, host_cpu_flags())
+        progress.log(f"int8 kernel: {kernel.name} ({kernel.intrin})")
     if req.tuning_records is None and req.use_shipped_records:
         shipped = find_shipped_records(spec.name, req.input_size, spec.input_size, target.name, req.int8)
         if shipped is not None:
             progress.log(f"using the tuning records shipped in {shipped}"
                          + ("" if req.int8 else _records_note(target, shipped.name)))
             req = dataclasses.replace(req, tuning_records=shipped)
+        else:
+            progress.log(f"no tuning records for {target.name}{' int8' if req.int8 else ''} in "
+                         f"{shipped_records(spec.name, req.input_size, spec.input_size, target.name, req.int8)}: "
+                         "kernels get a basic schedule (slow; `edgecv tune` makes records)")
+    elif req.tuning_records is not None:
+        check_records_isa(req.tuning_records, target, kernel, progress.log)
     records = _records_digest(req.tuning_records)
     tvm_target = _tvm_target(target)
-    key = cache_key(spec, req, tvm_target, records)
+    key = cache_key(spec, req, tvm_target, records, kernel)
     cached_dir = cache_root() / "compiled" / key
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared
@@ -302,7 +305,7 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
                           f"({req.weights.describe()})"):
                 model = load_model(spec, req, progress.log)
         if not cached:
-            _build(model, spec, target, req, tmp, tvm_target, records, progress)
+            _build(model, spec, target, req, tmp, tvm_target, records, progress, kernel)
             _store_in_cache(tmp, cached_dir)
         else:
             for _ in range(3):
@@ -324,10 +327,53 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
 def _records_note(target: TargetPreset, level: str) -> str:
     own = records_levels(target.name)[0]
     if level != own:
-        return f" (tuned for {level}, none for {own} yet: they apply to any x86 CPU, but are not tuned for this one)"
+        return (f"\nwarning: these records are tuned for {level}; there are none for {own} yet: they run on any "
+                f"{target.arch} CPU, but are not tuned for this one (`edgecv tune --target {target.name}` makes them)")
     if level != target.name:
         return " (this CPU's ISA level; the library is compiled for this CPU)"
     return ""
+
+
+def records_tuned_for(records: Path) -> set[str]:
+    """What a records folder was tuned for, from its ``edgecv-tuning.json``: ISA levels (``records_levels``' names)
+    for float32 records, int8 kernel names for int8 ones; empty if it doesn't say."""
+    from edgecv.compile.quantize import INT8_KERNELS
+    from edgecv.compile.tune import METADATA
+
+    path = Path(records) / METADATA
+    try:
+        sessions = json.loads(path.read_text()).get("sessions", []) if path.is_file() else []
+    except (OSError, ValueError):
+        return set()
+    by_preset = {k.preset: k.name for k in INT8_KERNELS.values()}
+    tuned = set()
+    for session in sessions:
+        preset = (session.get("target") or {}).get("preset")
+        if session.get("int8_kernel") or Path(records).name.endswith("-int8"):
+            tuned.add(session.get("int8_kernel") or by_preset.get(preset, preset))
+        elif preset == "x86_64":
+            tuned.add(records_levels("x86_64", frozenset((session.get("machine") or {}).get("flags", ())))[0])
+        elif preset:
+            tuned.add(records_levels(preset)[0])
+    return tuned
+
+
+def check_records_isa(records: Path, target: TargetPreset, kernel, log) -> None:
+    """Records given with --tuning-records: an int8 build refuses another kernel's (their schedules call its
+    instruction); a float32 build uses another ISA level's with a warning."""
+    tuned = records_tuned_for(records)
+    if not tuned:
+        return
+    if kernel is not None:
+        if kernel.name not in tuned:
+            raise EdgecvError(f"the records in {records} are tuned for the {', '.join(sorted(tuned))} int8 kernel; "
+                              f"this build uses {kernel.name}, whose schedules differ",
+                              f"pass records tuned with `edgecv tune --int8 --target {kernel.preset}`, or none")
+        return
+    own = records_levels(target.name)[0]
+    if own not in tuned:
+        log(f"warning: the records in {records} are tuned for {', '.join(sorted(tuned))}, not {own}: they apply, "
+            f"but are not tuned for this target")
 
 
 def _tvm_target(target: TargetPreset) -> dict:
@@ -340,7 +386,7 @@ def _host_can_run(target: TargetPreset) -> bool:
     return target.arch == host_arch()
 
 
-def _build(model, spec, target, req, folder: Path, tvm_target, records, progress) -> None:
+def _build(model, spec, target, req, folder: Path, tvm_target, records, progress, kernel=None) -> None:
     from edgecv.compile.build import build_library
     from edgecv.compile.onnx_export import export_onnx
 
@@ -349,23 +395,24 @@ def _build(model, spec, target, req, folder: Path, tvm_target, records, progress
         onnx_path = Path(work) / "model.onnx"
         with progress("exporting to ONNX and folding shapes (onnxsim)"):
             model.write_onnx(onnx_path) if hasattr(model, "write_onnx") else export_onnx(model, onnx_path)
-        ranges = None
-        if req.int8:
-            from edgecv.compile.quantize import DEFAULT_CALIBRATION, calibrate, calibration_inputs
+        plan = None
+        if kernel is not None:
+            from edgecv.compile.quantize import DEFAULT_CALIBRATION, Int8Plan, calibrate, calibration_inputs
 
             with progress(f"calibrating int8 ranges on {req.calibration or DEFAULT_CALIBRATION}"):
-                ranges = calibrate(onnx_path, "data", calibration_inputs(req.calibration, input_spec(spec, model)),
-                                   progress.log)
+                plan = Int8Plan(calibrate(onnx_path, "data", calibration_inputs(req.calibration,
+                                                                                input_spec(spec, model)),
+                                          progress.log), kernel)
         with progress(f"compiling with TVM for {target.name} ({target.arch})"
                       + (", int8" if req.int8 else "")
                       + (" with tuning records" if req.tuning_records else " (untuned)")):
             build_library(onnx_path, "data", model.input_shape, target, folder / LIBRARY, folder / PARAMS,
-                          req.tuning_records, progress.log, ranges)
+                          req.tuning_records, progress.log, plan)
         if req.keep_reference:
             reference = _write_reference(model, onnx_path, folder)
     with progress("writing manifest.json with checksums"):
         manifest = _manifest(spec, model, target, tvm_target, folder, req.weights, records, reference,
-                             _quantization(req))
+                             _quantization(req, kernel), kernel)
         (folder / MANIFEST).write_text(manifest.to_json())
 
 

@@ -1,42 +1,36 @@
-"""int8 convolutions for CPUs with AVX-512 VNNI: calibrate on images, rewrite the Relax graph, fix the intrinsic.
+"""int8 convolutions: calibrate on images, rewrite the Relax graph, tensorize with the CPU's dot product.
 
 What changes (``edgecv compile --int8``, ``edgecv tune --int8``):
 
 - The graph runs channels-last (NHWC; ``ConvertLayout``), so four input channels sit side by side in memory.
   ReLU6 and leaky ReLU are first rewritten as maximum/minimum, which ``ConvertLayout`` passes through (it would
   wrap the importer's kernels for them in transposes).
-- Each full convolution (not depthwise, input channels a multiple of 4) becomes: its input quantized to uint8
-  (per tensor, affine: ``q = clip(round(x / scale) + zero, 0, 255)``, an element-wise tail the previous kernel
-  absorbs), an int32 convolution of those bytes with int8 weights (per output channel, symmetric, pre-packed as
-  ``[K/16, R, S, C/4, 16, 4]``: sixteen output channels by four input channels, the operand VNNI's ``vpdpbusd``
-  takes), then ``(acc - zero * sum(w)) * scale_x * scale_w`` back to float32. Padding is the zero point, so the
-  correction is exact at the borders. The first convolution (3 input channels) stays float32.
-- Each depthwise convolution whose float32 input is large (``DEPTHWISE_UINT8_MIN_BYTES``, 2 MiB) reads that input
-  as uint8, quantized the same way (the quantization fuses into the previous kernel's tail, so no float32 copy
-  of the big tensor is ever stored), in a kernel of its own (``depthwise_uint8_nhwc``: padded with the zero
-  point, ``sum(x * w * scale_x)`` in float32, minus ``zero * sum(w * scale_x)`` per channel); its output is
-  float32 as before. Why: memory per model instance, and the edge process runs one instance per stream. In
-  MobileNetV2 (the OID detector, 300x300) the early layers are large and the int8 1x1 "expand" convolutions wrote
-  float32 for their depthwise successors: 150x150x96 (8.6 MB, the largest buffer of the Relax VM's static plan),
-  75x75x144 (3.2 MB, twice), and the first convolution's 150x150x32 (2.9 MB). Those four go uint8 (four
-  depthwise tasks and three changed tails to tune, 13 minutes); the next depthwise inputs (38x38x192, 1.1 MB,
-  and smaller) stay float32: 2 MiB falls between the two groups. Measured on 2026-12-01 (AMD Zen 5, 2 cores,
-  every new task tuned, 64 trials): the static plan 12.26 MB -> 5.61 MB per instance (largest buffer 2.16 MB,
-  the uint8 150x150x96); the first inference adds 9.7 MB to the process instead of 23.0; ``edgecv run`` over
-  vtest.avi peaks at 104.7 MB instead of 118.2 with one stream and 114.6 instead of 133.9 with two; per-frame
-  latency 2.44 ms instead of 3.48 (medians, alternating in one process: these layers read a quarter of the
-  bytes, and the new kernels had 64 trials where the old ones had 32); ``edgecv eval`` people precision 0.848,
-  recall 0.880 (117 found, 21 false) against 0.854 and 0.880 (117, 20) before. The other depthwise
-  convolutions stay float32: their buffers are small, and each would be one more task to tune.
+- Each full convolution (not depthwise, input channels a multiple of 4) becomes: its input quantized to bytes
+  (per tensor, affine: ``q = clip(round(x / scale) + zero, 0, 255)``, shifted by -128 where the kernel takes
+  signed bytes; an element-wise tail the previous kernel absorbs), an int32 convolution of those bytes with int8
+  weights (per output channel, symmetric, pre-packed as ``[K/lanes, R, S, C/4, lanes, 4]``: the operand of the
+  CPU's dot product, ``lanes`` output channels by four input channels), then ``(acc - zero * sum(w)) * scale_x *
+  scale_w`` back to float32. Padding is the zero point, so the correction is exact at the borders. The first
+  convolution (3 input channels) stays float32.
+- The kernel is chosen by the target (``INT8_KERNELS``, ``int8_kernel``): AVX-512 VNNI's vpdpbusd, AVX-512BW's or
+  AVX2's vpmaddubsw + vpmaddwd (whose int16 pair sums saturate: weights get 7 bits there), ARM's sdot (ARMv8.2
+  dot product) or NEON's smull + saddlp (ARMv8.0). x86 kernels take unsigned activations, ARM ones signed.
+- Each depthwise convolution whose float32 input is large (``DEPTHWISE_UINT8_MIN_BYTES``) reads that input as
+  uint8, quantized the same way (the quantization fuses into the previous kernel's tail, so no float32 copy of
+  the big tensor is ever stored), in a kernel of its own (``depthwise_uint8_nhwc``: padded with the zero point,
+  ``sum(x * w * scale_x)`` in float32, minus ``zero * sum(w * scale_x)`` per channel); its output is float32 as
+  before. Why: memory per model instance (the edge process runs one instance per stream), where the early,
+  high-resolution layers' float32 inputs are the largest buffers of the VM's memory plan. The smaller depthwise
+  inputs stay float32: their buffers are small, and each would be one more task to tune.
 - Activation ranges come from running the float32 graph in ONNX Runtime on calibration images (min/max per
   convolution input, full and depthwise); each range is found again in the Relax graph by its convolution's
   weights (a digest of their values), so the two graphs need not name anything alike.
 
-MetaSchedule tensorizes the int8 convolutions with TVM's ``dot_16x4_vnni`` intrinsic. Two fixes make that work with
-this TVM build: LLVM 22 declares ``llvm.x86.avx512.vpdpbusd.512`` on byte vectors (TVM's intrinsic passes int32
-vectors, which fails LLVM's verifier), and MetaSchedule vectorizes a loop around the tensorized block, which
-TVM's vectorizer rejects; such kernels are built with their vectorize annotations as serial loops (LLVM
-vectorizes the simple ones itself, and the intrinsic is already a vector instruction).
+Two fixes make tensorizing work with this TVM build: LLVM 21+ declares ``llvm.x86.avx512.vpdpbusd.512`` on byte
+vectors (TVM's intrinsic passes int32 vectors, which fails LLVM's verifier), and MetaSchedule vectorizes a loop
+around the tensorized block, which TVM's vectorizer rejects; such kernels are built with their vectorize
+annotations as serial loops (LLVM vectorizes the simple ones itself, and the intrinsic is already a vector
+instruction).
 """
 from __future__ import annotations
 
@@ -46,11 +40,76 @@ from pathlib import Path
 
 import numpy as np
 
-VNNI_INTRIN = "dot_16x4_vnni"
-VNNI_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")
-PACK_K, PACK_C = 16, 4
+PACK_C = 4  # input channels per dot product: every kernel below sums four neighbouring bytes
 # a depthwise convolution whose float32 input is at least this big reads it as uint8 (``depthwise_uint8``)
 DEPTHWISE_UINT8_MIN_BYTES = 2 << 20
+
+
+@dataclass(frozen=True)
+class Int8Kernel:
+    """How one CPU family runs the int8 convolutions: the dot-product instruction MetaSchedule tensorizes them
+    with (a registered ``TensorIntrin``), the operands it takes, and the limits it puts on them. Adding a CPU
+    family is adding one entry to ``INT8_KERNELS``."""
+
+    name: str               # what the manifest (``int8_kernel``) and the records call it
+    arch: str               # x86_64 | aarch64
+    intrin: str             # the TensorIntrin: ``lanes`` int32 sums of four products each
+    instruction: str        # part of the LLVM intrinsic's name: how a kernel built with it is recognised
+    lanes: int              # output channels per call: weights packed [K/lanes, R, S, C/4, lanes, 4]
+    activations: str        # "uint8" (x86: unsigned bytes x signed weights) | "int8" (ARM: signed x signed)
+    weight_max: int         # largest |weight| after rounding (per output channel, symmetric)
+    records: str            # the records folder its tuned schedules live in (models/records/<model>/...)
+    preset: str             # the target preset those records are tuned with
+    needs: tuple[str, ...]  # CPU features (Linux names) it runs on
+    rules: str              # MetaSchedule's rule set it goes with: "x86" | "arm"
+
+    @property
+    def zero_offset(self) -> int:
+        """What the activations' zero point shifts by: bytes are 0..255 (uint8) or -128..127 (int8)."""
+        return -128 if self.activations == "int8" else 0
+
+
+# Best first within an architecture: ``int8_kernel`` gives the host preset the first one the CPU runs.
+INT8_KERNELS: dict[str, Int8Kernel] = {k.name: k for k in (
+    # vpdpbusd: u8 x s8 products summed into int32 in one instruction, exact
+    Int8Kernel("avx512-vnni", "x86_64", "dot_16x4_vnni", "vpdpbusd", 16, "uint8", 127, "cascadelake-int8",
+               "cascadelake", ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"), "x86"),
+    # vpmaddubsw + vpmaddwd: pairs of u8 x s8 products are summed into int16 first, with saturation; 255 x 64 x 2
+    # = 32640 fits, 255 x 127 x 2 would not: the weights get 7 bits (as ONNX Runtime's reduce_range on AVX2)
+    Int8Kernel("avx512bw", "x86_64", "dot_16x4_avx512", "pmaddubs.w.512", 16, "uint8", 64, "skylake-avx512-int8",
+               "skylake-avx512", ("avx512f", "avx512bw"), "x86"),
+    Int8Kernel("avx2", "x86_64", "dot_16x4_avx2", "pmadd.ub.sw", 16, "uint8", 64, "x86-64-v3-int8", "x86-64-v3",
+               ("avx2", "fma"), "x86"),
+    # sdot: s8 x s8 products summed into int32 in one instruction (ARMv8.2 dot product), exact
+    Int8Kernel("neon-dotprod", "aarch64", "dot_4x4_i8i8s32_sdot", "neon.sdot", 4, "int8", 127,
+               "cortex-a76-int8", "cortex-a76", ("asimd", "asimddp"), "arm"),
+    # smull + saddlp: s8 x s8 into int16 (exact: 128 x 128 fits), pairs widened into int32 (ARMv8.0 NEON)
+    Int8Kernel("neon", "aarch64", "dot_4x4_i8i8s32_neon", "neon.smull", 4, "int8", 127, "aarch64-int8", "aarch64",
+               ("asimd",), "arm"),
+)}
+
+
+def int8_kernel(preset, host_flags: frozenset[str]) -> Int8Kernel:
+    """The int8 kernel ``--int8`` uses for a target preset: the preset's own, or for ``x86_64`` (this machine) the
+    best one its CPU runs; a one-line error for a target with no int8 path."""
+    from edgecv.edge.errors import TargetError
+
+    with_int8 = ", ".join(sorted({k.preset for k in INT8_KERNELS.values()}))
+    if preset.name == "x86_64":
+        for kernel in INT8_KERNELS.values():
+            if kernel.arch == "x86_64" and set(kernel.needs) <= host_flags:
+                return kernel
+        raise TargetError("--int8 needs at least AVX2 and FMA, which this CPU lacks",
+                          f"compile without --int8, or for another box: --target one of {with_int8}")
+    if preset.int8 is None:
+        raise TargetError(f"--int8 has no kernel for target {preset.name} ({preset.arch})",
+                          f"compile without --int8, or use a target with one: {with_int8}")
+    return INT8_KERNELS[preset.int8]
+
+
+def host_kernels(host_flags: frozenset[str], arch: str = "x86_64") -> list[Int8Kernel]:
+    """Every int8 kernel this CPU can run (for tests that check each one where it runs)."""
+    return [k for k in INT8_KERNELS.values() if k.arch == arch and set(k.needs) <= host_flags]
 
 
 @dataclass(frozen=True)
@@ -183,40 +242,28 @@ def calibration_id(source: str | None) -> str:
     return hashlib.sha256("".join(f"{f.name}:{sha256_file(f)}" for f in files if f.is_file()).encode()).hexdigest()
 
 
-def check_int8_target(preset, host_flags: frozenset[str]) -> None:
-    """int8 needs AVX-512 VNNI: on this machine (target x86_64) or the board a named x86 preset describes."""
-    from edgecv.edge.errors import TargetError
-
-    fix = "compile without --int8, or use --target x86_64 on a CPU with AVX-512 VNNI, or --target cascadelake"
-    if preset.arch != "x86_64":
-        raise TargetError(f"--int8 is for x86 CPUs with AVX-512 VNNI; target {preset.name} is {preset.arch}", fix)
-    if preset.name == "x86_64" and not set(VNNI_FLAGS) <= host_flags:
-        raise TargetError("--int8 needs AVX-512 VNNI, which this CPU lacks ("
-                          + ", ".join(sorted(set(VNNI_FLAGS) - host_flags)) + " missing)", fix)
-    if preset.name != "x86_64" and not preset.vnni:
-        raise TargetError(f"--int8 needs AVX-512 VNNI; target {preset.name} has none", fix)
-
-
 # ---- the int8 convolution ----
 
-def pack_weights(w_ohwi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """OHWI float32 -> (packed int8 [K16, R, S, C/4, 16, 4], per-channel scales (Kp,), sum of int8 weights (Kp,)),
-    output channels padded to a multiple of 16 with zeros."""
+def pack_weights(w_ohwi: np.ndarray, lanes: int = 16, weight_max: int = 127
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OHWI float32 -> (packed int8 [K/lanes, R, S, C/4, lanes, 4], per-channel scales (Kp,), sum of int8 weights
+    (Kp,)), each output channel rounded onto -weight_max..weight_max, output channels padded to a multiple of
+    ``lanes`` with zeros."""
     k, r, s, c = w_ohwi.shape
     flat = np.abs(w_ohwi.reshape(k, -1)).max(axis=1)
-    scale = np.where(flat > 0, flat / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.round(w_ohwi / scale[:, None, None, None]), -127, 127).astype(np.int8)
-    kp = -(-k // PACK_K) * PACK_K
+    scale = np.where(flat > 0, flat / weight_max, 1.0).astype(np.float32)
+    q = np.clip(np.round(w_ohwi / scale[:, None, None, None]), -weight_max, weight_max).astype(np.int8)
+    kp = -(-k // lanes) * lanes
     padded = np.zeros((kp, r, s, c), np.int8)
     padded[:k] = q
-    packed = padded.reshape(kp // PACK_K, PACK_K, r, s, c // PACK_C, PACK_C).transpose(0, 2, 3, 4, 1, 5)
+    packed = padded.reshape(kp // lanes, lanes, r, s, c // PACK_C, PACK_C).transpose(0, 2, 3, 4, 1, 5)
     scales = np.zeros(kp, np.float32)
     scales[:k] = scale
     return np.ascontiguousarray(packed), scales, padded.reshape(kp, -1).sum(axis=1, dtype=np.int32)
 
 
 def _padded_with_zero_point(x, zero, padding, kernel, strides):
-    """TE: uint8 NHWC ``x`` padded with ``zero[0]`` (the zero point, so the correction of the sum stays exact at the
+    """TE: uint8 (or int8) NHWC ``x`` padded with ``zero[0]`` (the zero point, so the correction of the sum stays exact at the
     borders), and the output's (height, width) for a ``kernel`` (R, S) window moving by ``strides``."""
     from tvm import te, tirx
 
@@ -230,17 +277,18 @@ def _padded_with_zero_point(x, zero, padding, kernel, strides):
 
 
 def conv2d_int8_nhwc(x, w, zero, strides, padding):
-    """TE: uint8 NHWC input (padded with ``zero[0]``, the zero point) x packed int8 weights -> int32 NHWC."""
+    """TE: uint8 (x86) or int8 (ARM) NHWC input, padded with ``zero[0]`` (the zero point), x packed int8 weights
+    ``[K/lanes, R, S, C/4, lanes, 4]`` -> int32 NHWC: the shape every kernel's dot product tensorizes."""
     from tvm import te
 
     n, c = int(x.shape[0]), int(x.shape[3])
-    k16, r, s, _, _, _ = (int(v) for v in w.shape)
-    sh, sw = strides
+    blocks, r, s, _, lanes, _ = (int(v) for v in w.shape)
     padded, (oh, ow) = _padded_with_zero_point(x, zero, padding, (r, s), strides)
+    sh, sw = strides
     rr, rs, rc = te.reduce_axis((0, r), "rr"), te.reduce_axis((0, s), "rs"), te.reduce_axis((0, c), "rc")
-    return te.compute((n, oh, ow, k16 * PACK_K), lambda b, i, j, k: te.sum(
+    return te.compute((n, oh, ow, blocks * lanes), lambda b, i, j, k: te.sum(
         padded[b, i * sh + rr, j * sw + rs, rc].astype("int32")
-        * w[k // PACK_K, rr, rs, rc // PACK_C, k % PACK_K, rc % PACK_C].astype("int32"), axis=[rr, rs, rc]),
+        * w[k // lanes, rr, rs, rc // PACK_C, k % lanes, rc % PACK_C].astype("int32"), axis=[rr, rs, rc]),
         name="conv2d_int8")
 
 
@@ -260,7 +308,15 @@ def depthwise_uint8_nhwc(x, w, zero, strides, padding):
         name="depthwise_uint8")
 
 
-def quantize_module(mod, params: list, ranges: dict[str, Range], log=lambda m: None):
+@dataclass(frozen=True)
+class Int8Plan:
+    """What ``--int8`` does to a model: the calibrated input ranges of its convolutions, and the kernel for its CPU."""
+
+    ranges: dict[str, Range]
+    kernel: Int8Kernel
+
+
+def quantize_module(mod, params: list, plan: Int8Plan, log=lambda m: None):
     """The imported module (weights as parameters of ``main``) -> (the int8 module, its parameters)."""
     import tvm
     from tvm import relax
@@ -276,13 +332,13 @@ def quantize_module(mod, params: list, ranges: dict[str, Range], log=lambda m: N
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
         relax.transform.FoldConstant(),
     ])(mod)
-    rewriter = _int8_rewriter(mod, ranges)
+    rewriter = _int8_rewriter(mod, plan)
     main = rewriter.visit_expr(mod["main"])
     mod = rewriter.builder_.get()  # with the int8 kernels' PrimFuncs
     mod["main"] = main
     mod = tvm.transform.Sequential([relax.transform.FoldConstant(), relax.transform.DeadCodeElimination(["main"])])(mod)
-    log(f"int8: {rewriter.rewritten} convolutions quantized, {rewriter.depthwise} depthwise ones reading uint8 "
-        f"inputs, {rewriter.kept} kept in float32")
+    log(f"int8 ({plan.kernel.name}): {rewriter.rewritten} convolutions quantized, {rewriter.depthwise} depthwise "
+        f"ones reading uint8 inputs, {rewriter.kept} kept in float32")
     return lift_constants(mod, num_input)
 
 
@@ -348,14 +404,36 @@ def lift_constants(mod, num_input: int = 1):
     return mod, values
 
 
-def register_vnni_intrinsic() -> None:
-    """TVM's ``dot_16x4_vnni`` with the operand types LLVM 21+ declares for vpdpbusd (64 x i8, not 16 x i32).
-    Call after ``tvm.s_tir.tensor_intrin.x86`` is imported, in every process that schedules or builds."""
+def register_int8_intrinsics() -> None:
+    """The x86 dot products the kernels tensorize with, beside TVM's own: ``dot_16x4_vnni`` with the operand types
+    LLVM 21+ declares for vpdpbusd (64 x i8, not 16 x i32), and ``dot_16x4_avx2`` (TVM has none for AVX2): each
+    half of the sixteen sums is a vpmaddubsw (u8 x s8 pairs into int16) and a vpmaddwd with ones (int16 pairs
+    into int32) on 256-bit registers. Call after ``tvm.s_tir.tensor_intrin.x86`` is imported, in every process
+    that schedules or builds. (The ARM ones, ``dot_4x4_i8i8s32_sdot`` and ``_neon``, are TVM's as they are.)"""
     import tvm
     from tvm.s_tir import TensorIntrin
     from tvm.s_tir.tensor_intrin import x86
     from tvm.script import tirx as T
 
+    def llvm(name, *args, dtype):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(name), *args, dtype=dtype)
+
+    @T.prim_func(s_tir=True)
+    def avx2(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+             c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16])
+            a_bytes = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 8),
+                                    dtype="uint8x32")
+            c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], dtype="int32x8") + llvm(
+                "llvm.x86.avx2.pmadd.wd", llvm("llvm.x86.avx2.pmadd.ub.sw", a_bytes, b.vload([0, 0], dtype="int8x32"),
+                                               dtype="int16x16"), T.broadcast(T.int16(1), 16), dtype="int32x8")
+            c[T.ramp(T.int32(8), 1, 8)] = c.vload([8], dtype="int32x8") + llvm(
+                "llvm.x86.avx2.pmadd.wd", llvm("llvm.x86.avx2.pmadd.ub.sw", a_bytes, b.vload([8, 0], dtype="int8x32"),
+                                               dtype="int16x16"), T.broadcast(T.int16(1), 16), dtype="int32x8")
+
+    TensorIntrin.register(INT8_KERNELS["avx2"].intrin, x86.dot_product_16x4_u8i8i32_desc, avx2, override=True)
     if tvm.target.codegen.llvm_version_major() < 21:
         return
 
@@ -367,25 +445,54 @@ def register_vnni_intrinsic() -> None:
             T.writes(c[0:16])
             a_bytes = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 16),
                                     dtype="uint8x64")
-            c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], dtype="int32x16"),
-                a_bytes, b.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+            c[T.ramp(T.int32(0), 1, 16)] = llvm("llvm.x86.avx512.vpdpbusd.512", c.vload([0], dtype="int32x16"),
+                                                a_bytes, b.vload([0, 0], dtype="int8x64"), dtype="int32x16")
 
-    TensorIntrin.register(VNNI_INTRIN, x86.dot_product_16x4_u8i8i32_desc, vnni_bytes, override=True)
+    TensorIntrin.register(INT8_KERNELS["avx512-vnni"].intrin, x86.dot_product_16x4_u8i8i32_desc, vnni_bytes,
+                          override=True)
+
+
+def int8_space(kernel: Int8Kernel):
+    """MetaSchedule's search space for an int8 model on ``kernel``'s CPU: TVM's default CPU rules for that family
+    with the kernel's dot product as the tensorizing rule. (TVM picks its rules from the target's features and
+    has none that tensorize for AVX2, and would take the 512-bit VNNI rule for an AVX-VNNI CPU.)"""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule import postproc as P
+    from tvm.s_tir.meta_schedule import schedule_rule as R
+
+    jobs, innermost, vector, unroll = (16, 64, 64, [0, 16, 64, 512]) if kernel.rules == "x86" else \
+        (8, 32, 32, [0, 8, 32, 256])
+    reuse = R.ReuseType(req="may", levels=[1, 2], scope="global")
+    tiling = dict(structure="SSRSRS", tile_binds=None, max_innermost_factor=innermost, vector_load_lens=None,
+                  reuse_read=None, reuse_write=reuse)
+    rules = [R.ApplyCustomRule(), R.InlineConstantScalars(),
+             R.AutoInline(into_producer=False, into_consumer=True, inline_const_tensor=True, disallow_if_then_else=True,
+                          require_injective=True, require_ordered=True, disallow_op=["tirx.exp"]),
+             R.AddRFactor(max_jobs_per_core=jobs, max_innermost_factor=innermost),
+             R.MultiLevelTilingWithIntrin(kernel.intrin, **tiling),
+             R.MultiLevelTiling(**tiling),
+             R.ParallelizeVectorizeUnroll(max_jobs_per_core=jobs, max_vectorize_extent=vector,
+                                          unroll_max_steps=unroll, unroll_explicit=True),
+             R.RandomComputeLocation()]
+    postprocs = [P.DisallowDynamicLoop(), P.RewriteParallelVectorizeUnroll(), P.RewriteReductionBlock(),
+                 P.RewriteTensorize(vectorize_init_loop=True), P.RewriteLayout()]
+    return ms.space_generator.PostOrderApply(sch_rules=rules, postprocs=postprocs,
+                                             mutator_probs=ms.Mutator.create("llvm"))
 
 
 def serial_tensorized(mod):
-    """``mod`` with the vectorize annotations of its VNNI-tensorized kernels made serial loops (see above)."""
+    """``mod`` with the vectorize annotations of its tensorized int8 kernels made serial loops (see above)."""
     import tvm
 
+    instructions = tuple(k.instruction for k in INT8_KERNELS.values())
     for gv, func in list(mod.functions.items()):
-        if isinstance(func, tvm.tirx.PrimFunc) and "vpdpbusd" in func.script():
+        if isinstance(func, tvm.tirx.PrimFunc) and any(i in func.script() for i in instructions):
             one = tvm.tirx.transform.VectorizeLoop(False)(tvm.IRModule({gv: func}))
             mod[gv] = one[gv]
     return mod
 
 
-def _int8_rewriter(mod, ranges: dict[str, Range]):
+def _int8_rewriter(mod, plan: Int8Plan):
     """A Relax mutator replacing each quantizable NHWC convolution with its constant weights by the int8 one, and
     each depthwise one with a large input by the uint8-input one."""
     import tvm
@@ -411,7 +518,7 @@ def _int8_rewriter(mod, ranges: dict[str, Range]):
                 w_oihw, groups = w.transpose(0, 3, 1, 2), int(attrs.groups)
                 if w.dtype == np.float32 and (quantizable(w_oihw.shape, groups)
                                               or (depthwise(w_oihw.shape, groups) and _large_input(x))):
-                    rng = ranges.get(weight_digest(w_oihw))
+                    rng = plan.ranges.get(weight_digest(w_oihw))
             if rng is None:
                 self.kept += 1
                 return call
@@ -420,7 +527,7 @@ def _int8_rewriter(mod, ranges: dict[str, Range]):
                 self.depthwise += 1
                 return _uint8_depthwise(self.builder_, x, w, rng, strides, padding)
             self.rewritten += 1
-            return _int8_convolution(self.builder_, x, w, rng, strides, padding)
+            return _int8_convolution(self.builder_, x, w, rng, strides, padding, plan.kernel)
 
     def _large_input(x) -> bool:
         """A float32 input of static shape big enough for ``depthwise_uint8``."""
@@ -440,15 +547,17 @@ def _const(array: np.ndarray):
     return relax.const(tvm.runtime.tensor(array))
 
 
-def _quantize(x, scale_x: float, zero: int):
-    """x (float32) -> uint8 bytes, ``clip(round(x / scale) + zero, 0, 255)``: element-wise, so the kernel producing
-    x absorbs it and x itself is never stored. The scalars are 1-element tensors: parameters like the weights, so
-    a kernel (and its tuning record) is the same whatever the calibration found."""
+def _quantize(x, scale_x: float, zero: int, dtype: str = "uint8"):
+    """x (float32) -> bytes, ``clip(round(x / scale) + zero, 0, 255)`` (uint8; int8: the same shifted by -128 with
+    ``zero`` given shifted): element-wise, so the kernel producing x absorbs it and x itself is never stored. The
+    scalars are 1-element tensors: parameters like the weights, so a kernel (and its tuning record) is the same
+    whatever the calibration found."""
     from tvm import relax
 
+    low, high = (-128, 127) if dtype == "int8" else (0, 255)
     q = relax.op.add(relax.op.round(relax.op.multiply(x, _const(np.array([1.0 / scale_x], np.float32)))),
                      _const(np.array([zero], np.float32)))
-    return relax.op.astype(relax.op.clip(q, 0, 255), "uint8")
+    return relax.op.astype(relax.op.clip(q, low, high), dtype)
 
 
 def _uint8_depthwise(bb, x, w_ohwi: np.ndarray, rng: Range, strides, padding):
@@ -469,18 +578,19 @@ def _uint8_depthwise(bb, x, w_ohwi: np.ndarray, rng: Range, strides, padding):
     return relax.op.subtract(acc, _const((zero * w.sum(axis=(0, 1), dtype=np.float64)).astype(np.float32)))
 
 
-def _int8_convolution(bb, x, w_ohwi: np.ndarray, rng: Range, strides, padding):
+def _int8_convolution(bb, x, w_ohwi: np.ndarray, rng: Range, strides, padding, kernel: Int8Kernel):
     """quantize x -> int8 convolution -> float32, emitted with ``bb``; the same value as the float convolution."""
     from tvm import relax
 
     scale_x, zero = rng.affine()
-    packed, scale_w, wsum = pack_weights(w_ohwi)
-    q = bb.emit(_quantize(x, scale_x, zero))
-    acc = bb.emit(bb.call_te(conv2d_int8_nhwc, q, _const(packed), _const(np.array([zero], np.uint8)), strides=strides,
-                             padding=padding, primfunc_name_hint="conv2d_int8"))
+    zero += kernel.zero_offset
+    packed, scale_w, wsum = pack_weights(w_ohwi, kernel.lanes, kernel.weight_max)
+    q = bb.emit(_quantize(x, scale_x, zero, kernel.activations))
+    acc = bb.emit(bb.call_te(conv2d_int8_nhwc, q, _const(packed), _const(np.array([zero], kernel.activations)),
+                             strides=strides, padding=padding, primfunc_name_hint="conv2d_int8"))
     y = relax.op.multiply(relax.op.astype(relax.op.subtract(acc, _const((zero * wsum).astype(np.int32))), "float32"),
                           _const((scale_x * scale_w).astype(np.float32)))
     k = w_ohwi.shape[0]
-    if k != packed.shape[0] * PACK_K:
+    if k != packed.shape[0] * kernel.lanes:
         y = relax.op.strided_slice(bb.emit(y), axes=[3], begin=[0], end=[k])
     return y

@@ -82,9 +82,9 @@ def load_tensor_intrinsics(target) -> None:
         importlib.import_module(name + ".arm_cpu")
     elif "cpu" in keys:
         importlib.import_module(name + ".x86")
-        from edgecv.compile.quantize import register_vnni_intrinsic
+        from edgecv.compile.quantize import register_int8_intrinsics
 
-        register_vnni_intrinsic()
+        register_int8_intrinsics()
     else:  # not a CPU: everything, as TVM does
         del sys.modules[name]
         importlib.import_module(name)
@@ -228,12 +228,11 @@ def machine() -> dict:
     """The CPU the records were measured on (local runs)."""
     import tvm.target.codegen
 
-    from edgecv.compile.pipeline import host_cpu_flags
     from edgecv.edge.benchmark import cpu_name
+    from edgecv.edge.cpu import isa_summary
 
-    isa = sorted(f for f in host_cpu_flags() if f.startswith(("avx", "fma", "amx", "sse4", "f16c", "bmi")))
     return {"cpu": cpu_name(), "llvm_cpu": tvm.target.codegen.llvm_get_system_cpu(), "cores": os.cpu_count(),
-            "flags": isa}
+            "flags": isa_summary()}
 
 
 class Metadata:
@@ -281,7 +280,7 @@ def _clock(seconds: float) -> str:
 
 def check_measurable(preset: TargetPreset, rpc) -> None:
     """Local measuring needs a CPU that can run the target's code; say what to do otherwise."""
-    from edgecv.compile.pipeline import X86_RECORDS, host_cpu_flags
+    from edgecv.edge.cpu import missing_features
     from edgecv.edge.elf import host_arch
 
     if rpc is not None:
@@ -289,11 +288,11 @@ def check_measurable(preset: TargetPreset, rpc) -> None:
     if preset.arch != host_arch():
         raise TargetError(f"{preset.name} code can't run on this {host_arch()} machine to be measured",
                           "measure on the board: --rpc-tracker HOST:PORT --rpc-key KEY")
-    missing = sorted(set(X86_RECORDS.get(preset.name, ())) - host_cpu_flags())
+    missing = [] if preset.name == "x86_64" else missing_features(preset.cpu_features())  # x86_64: this CPU
     if missing:
         raise TargetError(f"this CPU lacks {', '.join(missing)}: it can't run {preset.name} code to measure it",
-                          "tune --target x86_64 here (its records apply to any x86 CPU), or measure on an "
-                          "AVX-512 machine with --rpc-tracker HOST:PORT --rpc-key KEY")
+                          "tune --target x86_64 here (its float32 records apply to any x86 CPU), or measure on a "
+                          "machine that has them with --rpc-tracker HOST:PORT --rpc-key KEY")
 
 
 def _builder_runner(preset: TargetPreset, rpc):
@@ -351,6 +350,15 @@ class _Run:
     where: str
     progress: Progress
     start: float
+    kernel: object = None  # int8: the Int8Kernel whose dot product the search tensorizes with
+
+    def space(self):
+        """The search space: TVM's default for the target, or for int8 the kernel's own rules."""
+        if self.kernel is None:
+            return "post-order-apply"
+        from edgecv.compile.quantize import int8_space
+
+        return int8_space(self.kernel)
 
 
 def tune_model(model: str, target: str, records: Path | None = None, trials_per_task: int = 32,
@@ -375,13 +383,14 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
     check_measurable(preset, rpc)
     preset.fcompile()  # a missing cross compiler is reported before any slow work
     weights = weights or (Weights() if spec.is_checkpoint else Weights(random_seed=0))
-    if int8:
-        from edgecv.compile.pipeline import host_cpu_flags
-        from edgecv.compile.quantize import check_int8_target
+    kernel = None
+    if int8:  # tuned with the kernel's own preset: its records fit every CPU that runs the kernel
+        from edgecv.compile.quantize import int8_kernel
+        from edgecv.edge.cpu import host_cpu_flags
 
-        check_int8_target(preset, host_cpu_flags())
-        if preset.name == "x86_64":  # MetaSchedule picks its VNNI rules by CPU name; records fit any VNNI CPU
-            preset = resolve_target("cascadelake")
+        kernel = int8_kernel(preset, host_cpu_flags())
+        preset = resolve_target(kernel.preset)
+        check_measurable(preset, rpc)
     records = Path(records or default_records(model, input_size, target, int8)).resolve()
     progress = progress or Progress(0)
     progress.total = 4
@@ -397,14 +406,14 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
                   + (", weights pre-packed" if prepack else ", weights as the model has them")):
         with tempfile.TemporaryDirectory(prefix="edgecv-tune-") as work:
             onnx_path = export_onnx(source, Path(work) / "model.onnx")
-            ranges = None
+            plan = None
             if int8:  # the kernels depend on which convolutions are quantized, not on the ranges: a few frames do
                 from edgecv.compile.pipeline import input_spec
-                from edgecv.compile.quantize import calibrate, calibration_inputs
+                from edgecv.compile.quantize import Int8Plan, calibrate, calibration_inputs
 
-                ranges = calibrate(onnx_path, "data", calibration_inputs(calibration, input_spec(spec, source), 4),
-                                   progress.log)
-            mod, _ = import_onnx(onnx_path, "data", source.input_shape, ranges, progress.log)
+                plan = Int8Plan(calibrate(onnx_path, "data", calibration_inputs(calibration, input_spec(spec, source),
+                                                                                4), progress.log), kernel)
+            mod, _ = import_onnx(onnx_path, "data", source.input_shape, plan, progress.log)
         tasks = extract_tasks(mod, tvm_target, prepack)
     load_tensor_intrinsics(tvm_target)
     from tvm.s_tir import meta_schedule as ms
@@ -418,7 +427,7 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
     meta.data["weight_prepack"] = prepack
     run = _Run(tvm_target, records, meta,
                ms.database.JSONDatabase(work_dir=str(records)), builder, runner,
-               "local" if rpc is None else f"rpc {rpc[2]}@{rpc[0]}:{rpc[1]}", progress, start)
+               "local" if rpc is None else f"rpc {rpc[2]}@{rpc[0]}:{rpc[1]}", progress, start, kernel)
     try:
         _time_untuned(run, tasks, resume)
         summary = _tune_tasks(run, tasks, preset, trials_per_task, minutes, resume, max_tasks, logs)
@@ -478,6 +487,7 @@ def _tune_tasks(run: _Run, tasks: list[Task], preset: TargetPreset, trials: int,
     meta, progress = run.meta, run.progress
     session = meta.start_session({"started": _now(), "target": {"preset": preset.name, "tvm": preset.tvm_target()},
                                   "records": run.records.name, "machine": machine(), "runner": run.where,
+                                  "int8_kernel": run.kernel.name if run.kernel else None,
                                   "trials_per_task": trials, "budget_minutes": minutes,
                                   "tvm_version": tvm.__version__, "edgecv_version": edgecv.__version__})
     cost_model = ms.CostModel.create("xgb", num_tuning_cores=os.cpu_count() or 1)  # shared: it learns across tasks
@@ -519,7 +529,7 @@ def _tune_tasks(run: _Run, tasks: list[Task], preset: TargetPreset, trials: int,
                 progress.log(f"{label}: {task.flops / 1e6:,.1f} MFLOP x{task.calls}{untuned}, {trials} trials ...")
                 meta.set_task(task.name, flops=task.flops, calls=task.calls, done=False, session=session)
                 began = time.monotonic()
-                context = ms.TuneContext(mod=task.mod, target=run.target, space_generator="post-order-apply",
+                context = ms.TuneContext(mod=task.mod, target=run.target, space_generator=run.space(),
                                          search_strategy="evolutionary", task_name=task.name,
                                          logger=logging.getLogger(f"tvm.s_tir.meta_schedule.task.{i}"),
                                          num_threads=os.cpu_count() or 1)

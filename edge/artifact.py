@@ -10,12 +10,14 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from edgecv.edge.cpu import missing_features
 from edgecv.edge.elf import host_arch, read_elf
 from edgecv.edge.errors import ArtifactError
 from edgecv.edge.typed import Invalid, Record, field
 
 SCHEMA = "edgecv.artifact/1"
 _PRESET_FOR_ARCH = {"x86_64": "x86_64", "aarch64": "aarch64", "armv7l": "armv7"}
+_PORTABLE_PRESET = {"x86_64": "x86-64-v3", "aarch64": "aarch64", "armv7l": "armv7"}  # any CPU of the architecture
 MANIFEST = "manifest.json"
 
 
@@ -50,6 +52,9 @@ class TargetSpec(Record):
     name: str = field(description="preset name, e.g. x86_64, aarch64, armv7")
     arch: Literal["x86_64", "aarch64", "armv7l"]
     tvm: dict = field(description="the TVM target the library was built for")
+    cpu_features: tuple[str, ...] = field(
+        (), description="CPU features the library's code uses, as Linux names them (avx2, avx512_vnni, asimddp ...): "
+                        "a CPU without one of them can't run it")
 
 
 class SsdAnchorOptions(Record):
@@ -110,6 +115,8 @@ class Manifest(Record):
     weights: str = field(description="where the weights came from")
     tuning: str | None = field(None, description="sha256 of the tuning records used, if any")
     quantization: str | None = field(None, description="how the model was quantized (compile --int8); None: float32")
+    int8_kernel: str | None = field(None, description="the int8 convolution kernel (compile --int8): avx512-vnni, "
+                                                      "avx512bw, avx2, neon-dotprod or neon")
     reference: dict[str, str] | None = field(
         None, description="uncompiled copies of the same graph for reference backends (compile --keep-reference): "
                           "onnx -> file, mxnet_symbol -> file, mxnet_params -> file")
@@ -182,6 +189,17 @@ def check_architecture(folder: Path, manifest: Manifest, arch: str | None = None
                             f"but this machine is {arch}",
                             f"compile it for this CPU: edgecv compile {manifest.model} --target "
                             f"{_PRESET_FOR_ARCH.get(arch, arch)}")
+
+
+def check_cpu_features(manifest: Manifest, flags: frozenset[str] | None = None) -> None:
+    """Refuse a library that uses CPU features this CPU lacks (it would die of SIGILL, without a message)."""
+    missing = missing_features(manifest.target.cpu_features, flags)
+    if missing:
+        cpu = manifest.target.tvm.get("mcpu") or manifest.target.name
+        raise ArtifactError(f"artifact is compiled for {cpu} and uses {', '.join(missing)}, which this CPU lacks",
+                            f"compile it for this box: edgecv compile {manifest.model} --target "
+                            f"{_PORTABLE_PRESET.get(manifest.target.arch, manifest.target.arch)} (or --target "
+                            f"{_PRESET_FOR_ARCH.get(manifest.target.arch)} on the box itself)")
 
 
 def load_manifest(folder: Path, arch: str | None = None) -> Manifest:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecv.edge.artifact import Manifest, load_manifest
+from edgecv.edge.artifact import Manifest, check_cpu_features, load_manifest
 from edgecv.edge.errors import ArtifactError, reason
 
 POOLED_ALLOCATOR = 2  # the Relax VM's allocator kinds: 1 naive, 2 pooled
@@ -138,6 +138,7 @@ class TvmModel:
     def __init__(self, folder: Path, arch: str | None = None):
         self.folder = Path(folder)
         self.manifest: Manifest = load_manifest(self.folder, arch)
+        check_cpu_features(self.manifest)
         self._rt = tvm_runtime()
         library = self.folder / self.manifest.library
         try:

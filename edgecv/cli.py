@@ -30,7 +30,8 @@ def _cmd_targets(args) -> int:
 
     for t in TARGETS.values():
         cross = f"  (links with {t.cross_compiler})" if t.cross_compiler else ""
-        print(f"{t.name:16} {t.arch:8} {t.description}{cross}")
+        int8 = "int8: best of this CPU" if t.name == "x86_64" else f"int8: {t.int8}" if t.int8 else "no int8"
+        print(f"{t.name:16} {t.arch:8} [{int8}] {t.description}{cross}")
     return 0
 
 
@@ -243,7 +244,8 @@ def _cmd_tune(args) -> int:
 
 def _add_int8(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true",
-                   help="int8 convolutions (x86 with AVX-512 VNNI; records in models/records/<model>/cascadelake-int8)")
+                   help="int8 convolutions with the target's dot product (x86: AVX-512 VNNI, AVX-512BW or AVX2; "
+                        "aarch64: sdot or NEON); records in models/records/<model>/<kernel's records>-int8")
     p.add_argument("--calibration", metavar="SRC",
                    help="--int8: video, folder or glob of images to calibrate the activation ranges on "
                         "(default: 32 frames of opencv-doc's vtest.avi, none of them in the labelled set)")

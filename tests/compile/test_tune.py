@@ -52,17 +52,21 @@ def test_compile_finds_the_first_level_that_has_records(tmp_path, monkeypatch):
 
 
 def test_local_measuring_needs_a_cpu_that_runs_the_code(monkeypatch):
-    from edgecv.compile import pipeline
     from edgecv.compile.targets import resolve_target
     from edgecv.compile.tune import check_measurable
+    from edgecv.edge import cpu
     from edgecv.edge.errors import TargetError
 
-    monkeypatch.setattr(pipeline, "host_cpu_flags", lambda: AVX2)
-    with pytest.raises(TargetError, match="lacks avx512bw, avx512cd, avx512dq, avx512f, avx512vl"):
+    monkeypatch.setattr(cpu, "host_cpu_flags", lambda: AVX2 | {"avx", "f16c", "bmi2"})
+    with pytest.raises(TargetError, match="lacks avx512bw, avx512cd, avx512dq, avx512f, avx512vl: it can't run "
+                                          "skylake-avx512 code"):
         check_measurable(resolve_target("skylake-avx512"), rpc=None)
+    with pytest.raises(TargetError, match="lacks .*avx512_vnni.*cascadelake"):
+        check_measurable(resolve_target("cascadelake"), rpc=None)
     check_measurable(resolve_target("skylake-avx512"), rpc=("127.0.0.1", 9190, "avx512-box"))
     check_measurable(resolve_target("x86_64"), rpc=None)
-    monkeypatch.setattr(pipeline, "host_cpu_flags", lambda: AVX512)
+    check_measurable(resolve_target("x86-64-v3"), rpc=None)
+    monkeypatch.setattr(cpu, "host_cpu_flags", lambda: AVX512 | {"avx", "f16c", "bmi2"})
     check_measurable(resolve_target("skylake-avx512"), rpc=None)
 
 

@@ -79,3 +79,22 @@ def test_infer_cli_reports_bad_artifact_in_one_line(classifier):
     (classifier / "model.so").write_bytes(b"not a library")
     result = run_cli("infer", "--artifact", classifier)
     assert result.returncode == 2 and "checksum mismatch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_artifact_using_cpu_features_this_cpu_lacks_is_refused_before_loading(classifier):
+    """A library compiled for a newer CPU would die of SIGILL at its first such instruction: the manifest lists the
+    features its code uses and the loader refuses it, naming them and the portable target."""
+    from conftest import run_cli
+    from edgecv.edge.artifact import check_cpu_features
+    from edgecv.edge.cpu import host_cpu_flags
+
+    manifest = load_manifest(classifier)
+    assert manifest.target.cpu_features and set(manifest.target.cpu_features) <= host_cpu_flags()  # built here
+    check_cpu_features(manifest, frozenset(manifest.target.cpu_features))
+    with pytest.raises(ArtifactError, match=r"uses avx2, fma, which this CPU lacks.*--target x86-64-v3"):
+        check_cpu_features(manifest, frozenset(manifest.target.cpu_features) - {"avx2", "fma"})
+    _edit_manifest(classifier, lambda d: d["target"].update(cpu_features=["avx2", "sse9_fictional"]))
+    result = run_cli("infer", "--artifact", classifier)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "uses sse9_fictional, which this CPU lacks" in lines[0] and "Traceback" not in lines[0]
