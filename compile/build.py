@@ -1,6 +1,7 @@
 """ONNX -> TVM Relax -> a shared library for the target CPU (cross-linked for ARM)."""
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from edgecv.compile.targets import TargetPreset
@@ -27,10 +28,14 @@ def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]
     mod, params = import_onnx(onnx_path, input_name, input_shape, int8, log)
     spec = target.tvm_target()
     tvm_target = tvm.target.Target(spec)
+    intrin = int8.kernel.intrin if int8 is not None else None
     if records is not None:
         prepack = records_prepacked(records)
         log(f"applying tuning records from {records}" + (" (weights pre-packed)" if prepack else ""))
-        executable, params = _compile_tuned(mod, params, tvm_target, records, prepack, log)
+        executable, params = _compile_tuned(mod, params, tvm_target, records, prepack, log, intrin)
+    elif int8 is not None:  # no records: the int8 kernels still get their dot product (leftovers.int8_schedule)
+        with tempfile.TemporaryDirectory(prefix="edgecv-no-records-") as empty:
+            executable, params = _compile_tuned(mod, params, tvm_target, Path(empty), False, log, intrin)
     else:
         executable = tvm.compile(mod, target=tvm_target)
     np.savez(params_file, **{f"p{i:04d}": p.numpy() for i, p in enumerate(params)})
@@ -39,10 +44,12 @@ def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]
     return spec
 
 
-def _compile_tuned(mod, params: list, tvm_target, records: Path, prepack: bool, log=lambda m: None):
+def _compile_tuned(mod, params: list, tvm_target, records: Path, prepack: bool, log=lambda m: None,
+                   int8_intrin: str | None = None):
     """The executable with the records applied, and the weights it takes (re-laid out when pre-packed).
 
-    Kernels the records don't cover get a basic schedule (``leftovers``). Pre-packing lifts the weight layout
+    Kernels the records don't cover get a basic schedule (``leftovers``), int8 convolutions one tensorized with
+    ``int8_intrin``. Pre-packing lifts the weight layout
     transforms into ``main_transform_params``: that function is built for
     this machine's generic CPU and run here on the weights, and left out of the library the device loads.
     """
@@ -56,7 +63,7 @@ def _compile_tuned(mod, params: list, tvm_target, records: Path, prepack: bool, 
 
     load_tensor_intrinsics(tvm_target)  # the records' traces tensorize with them
 
-    staged = serial_tensorized(schedule_leftovers(apply_records(mod, tvm_target, records, prepack), log))
+    staged = serial_tensorized(schedule_leftovers(apply_records(mod, tvm_target, records, prepack), log, int8_intrin))
     if prepack:
         host = tvm.target.Target({"kind": "llvm"})
         transform = relax.transform.DeadCodeElimination(["main_transform_params"])(_only(staged, "main_transform_params"))

@@ -60,6 +60,46 @@ def _basic_schedule(func, producers_per_channel: bool):
     return sch.mod["main"].with_attr(SCHEDULED, True)
 
 
+def int8_schedule(func, intrin: str, pixels: int = 4):
+    """``func`` (a PrimFunc around an int8 convolution, ``quantize.conv2d_int8_nhwc``) tensorized with the CPU's dot
+    product ``intrin``, as a fixed schedule rather than a searched one, or None if it isn't that shape: output
+    rows in parallel; per row, up to ``pixels`` neighbouring outputs at a time across every block of output
+    channels, so each weight block loaded serves them all, with the reduction (window, then input channels four at
+    a time) around the dot products; the element-wise tail computed per row right after. The padding is done once,
+    in parallel, before. It is what an int8 kernel without a tuning record gets: on an ARM board that no one has
+    tuned on, every int8 kernel (no emulator measures ARM time)."""
+    import tvm.s_tir as s_tir
+    from tvm.s_tir.schedule.transform import tile_with_tensor_intrin
+
+    sch = s_tir.Schedule(func)
+    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
+    names = [sch.get(b).name_hint for b in blocks]
+    if names.count("conv2d_int8") != 1:
+        return None
+    at = names.index("conv2d_int8")
+    conv, producers, tail = blocks[at], blocks[:at], blocks[at + 1:]
+    for step in reversed(tail[1:]):
+        sch.reverse_compute_inline(step)
+    if tile_with_tensor_intrin(sch, conv, intrin) is None:
+        return None
+    b, i, j, k_blocks, rr, rs, rc_blocks, k_lanes, _ = sch.get_loops(conv)
+    width = _extent(sch, j)
+    run = max(f for f in range(1, pixels + 1) if width % f == 0)
+    j_run, j_in = sch.split(j, [width // run, run])
+    rows = sch.fuse(b, i)
+    sch.reorder(rows, j_run, k_blocks, rr, rs, rc_blocks, j_in, k_lanes)
+    sch.parallel(rows)
+    if tail:
+        sch.reverse_compute_at(tail[0], rows)
+    init = sch.decompose_reduction(conv, rr)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(k_lanes, intrin)
+    for producer in producers:
+        first = sch.get_loops(producer)
+        sch.parallel(sch.fuse(first[0], first[1]) if len(first) > 1 else first[0])
+    return sch.mod["main"].with_attr(SCHEDULED, True).with_attr(TENSORIZED, True)
+
+
 def _extent(sch, loop) -> int:
     return int(sch.get(loop).extent)
 
@@ -83,25 +123,38 @@ def _written(sch, block) -> int:
     return n
 
 
-def schedule_leftovers(mod, log=lambda message: None):
-    """``mod`` with ``basic_schedule`` applied to each PrimFunc not yet scheduled; logs how many it covered."""
+def schedule_leftovers(mod, log=lambda message: None, int8_intrin: str | None = None):
+    """``mod`` with ``basic_schedule`` applied to each PrimFunc not yet scheduled (``int8_schedule`` with
+    ``int8_intrin`` to the int8 convolutions); logs how many it covered."""
     from tvm import relax
 
-    done, kept = [], []
+    done, kept, dot = [], [], []
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function) or (func.attrs is not None and SCHEDULED in func.attrs
                                                 and func.attrs[SCHEDULED]):
             continue
-        try:
-            scheduled = basic_schedule(func)
-        except (RuntimeError, ValueError):  # ScheduleError (a RuntimeError) and friends: it stays as it is
-            scheduled = None
+        scheduled = _first_that_fits(func, int8_intrin)
         if scheduled is None:
             kept.append(gv.name_hint)
             continue
         mod[gv] = scheduled
-        done.append(gv.name_hint)
-    if done:
-        log(f"basic schedule for {len(done)} kernels without tuning records"
+        (dot if TENSORIZED in scheduled.attrs else done).append(gv.name_hint)
+    if done or dot:
+        log(f"basic schedule for {len(done) + len(dot)} kernels without tuning records"
+            + (f" ({len(dot)} int8 ones with {int8_intrin})" if dot else "")
             + (f" ({len(kept)} others left as imported)" if kept else ""))
     return mod
+
+
+TENSORIZED = "edgecv.int8_schedule"  # marks what int8_schedule scheduled (counted in the log)
+
+
+def _first_that_fits(func, int8_intrin: str | None):
+    for schedule in ([lambda f: int8_schedule(f, int8_intrin)] if int8_intrin else []) + [basic_schedule]:
+        try:
+            scheduled = schedule(func)
+        except (RuntimeError, ValueError):  # ScheduleError (a RuntimeError) and friends: try the next
+            scheduled = None
+        if scheduled is not None:
+            return scheduled
+    return None

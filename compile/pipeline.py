@@ -85,10 +85,14 @@ RECORDS_DB = ("database_workload.json", "database_tuning_record.json")  # MetaSc
 # the workload, not the CPU), and what a schedule is tuned for is the vector width. The host preset ``x86_64``
 # looks in its own ISA's folder first, then in the other (a schedule tuned for AVX2 still runs on an AVX-512 CPU,
 # and the other way round: far faster than untuned). ``x86-64-v3`` (AVX2, FMA) is written by `edgecv tune
-# --target x86_64` on a CPU without AVX-512; ``skylake-avx512`` by the preset of that name or by x86_64 on an
-# AVX-512 CPU. The artifact is still compiled for the host's own CPU.
+# --target x86_64` on a CPU without AVX-512 and by the preset of that name; ``skylake-avx512`` by the preset of
+# that name or by x86_64 on an AVX-512 CPU. The artifact is still compiled for the host's own CPU.
+# ARM boards use their own records (tuned on the board, `edgecv tune --rpc-tracker`), then generic aarch64 ones,
+# then the AVX2 ones transferred (``TRANSFERRED``): no emulator measures ARM time, and an AVX2 schedule's register
+# tiles (sixteen 8-float registers) fit NEON's (thirty-two 4-float registers), where AVX-512's would spill.
 X86_RECORDS = {"skylake-avx512": ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"),
                "x86-64-v3": ("avx2", "fma")}
+TRANSFERRED = "x86-64-v3"
 
 
 def records_levels(target: str, flags: frozenset[str] | None = None, int8: bool = False) -> list[str]:
@@ -105,7 +109,9 @@ def records_levels(target: str, flags: frozenset[str] | None = None, int8: bool 
         return [own, *(level for level in X86_RECORDS if level != own)]
     if target in X86_RECORDS:
         return [target, *(level for level in X86_RECORDS if level != target)]
-    return [target]
+    if resolve_target(target).arch == "aarch64":
+        return list(dict.fromkeys([target, "aarch64", TRANSFERRED]))
+    return [target, TRANSFERRED]
 
 
 def records_root(model: str, input_size: int | None, default_size: int) -> Path:
@@ -326,6 +332,10 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
 
 def _records_note(target: TargetPreset, level: str) -> str:
     own = records_levels(target.name)[0]
+    if level == TRANSFERRED and target.arch != "x86_64":
+        return (f"\nwarning: these records are tuned on an x86 CPU with AVX2 and transferred to {target.name}: its "
+                f"kernels are scheduled for the same register tiles, but not tuned on a {target.arch} CPU (tune on "
+                f"the board: `edgecv tune --target {target.name} --rpc-tracker HOST:PORT --rpc-key KEY`)")
     if level != own:
         return (f"\nwarning: these records are tuned for {level}; there are none for {own} yet: they run on any "
                 f"{target.arch} CPU, but are not tuned for this one (`edgecv tune --target {target.name}` makes them)")

@@ -154,6 +154,36 @@ def test_int8_kernel_tensorizes_with_its_dot_product_and_is_exact(tmp_path, kern
     assert np.array_equal(result.numpy(), want)
 
 
+@pytest.mark.parametrize("kernel", RUNNABLE, ids=[k.name if k else "none" for k in RUNNABLE])
+def test_int8_kernels_without_records_still_use_the_dot_product(tmp_path, kernel):
+    """A model no one tuned (every int8 model on an ARM board) gets a fixed schedule around the kernel's dot product
+    for its int8 convolutions (leftovers.int8_schedule), computing what the plain basic schedule computes."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from edgecv.compile.build import _compile_tuned, import_onnx
+
+    kernel = _runnable(kernel)
+    _conv_depthwise_conv(tmp_path / "m.onnx", size=64)
+    (tmp_path / "records").mkdir()
+    rng = np.random.default_rng(1)
+    ranges = q.calibrate(tmp_path / "m.onnx", "data", [rng.normal(size=(1, 8, 64, 64)).astype(np.float32)
+                                                       for _ in range(4)])
+    x = rng.normal(size=(1, 8, 64, 64)).astype(np.float32)
+    want = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"data": x})[0]
+    target = tvm.target.Target(resolve_target(kernel.preset).tvm_target())
+    results = {}
+    for intrin in (kernel.intrin, None):
+        logged = []
+        mod, params = import_onnx(tmp_path / "m.onnx", "data", (1, 8, 64, 64), q.Int8Plan(ranges, kernel))
+        executable, params = _compile_tuned(mod, params, target, tmp_path / "records", False, logged.append, intrin)
+        results[intrin] = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), *params).numpy()
+        assert (f"2 int8 ones with {kernel.intrin}" in " ".join(logged)) == (intrin is not None), logged
+    np.testing.assert_allclose(results[kernel.intrin], results[None], rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert np.abs(results[kernel.intrin] - want).max() / np.abs(want).max() < 0.03
+
+
 def test_large_depthwise_inputs_are_the_ones_read_as_uint8():
     """The size rule on the OID detector's (MobileNetV2, 300x300) depthwise inputs: the four of 2.9-8.6 MB go
     uint8, the 1.1 MB ones and smaller stay float32."""

@@ -30,7 +30,9 @@ AVX2 = frozenset({"avx", "avx2", "fma", "sse4_2"})
     ("x86_64", AVX2, ["x86-64-v3", "skylake-avx512"]),          # AVX2 host (Zen 2, Haswell ...)
     ("x86_64", frozenset({"sse4_2"}), ["x86_64", "skylake-avx512", "x86-64-v3"]),
     ("skylake-avx512", AVX2, ["skylake-avx512", "x86-64-v3"]),  # an explicit preset doesn't look at the host
-    ("rk3399", AVX512, ["rk3399"]),                             # ARM boards: their own folder only
+    ("rk3399", AVX512, ["rk3399", "aarch64", "x86-64-v3"]),     # ARM boards: their own, generic, AVX2's transferred
+    ("aarch64", AVX2, ["aarch64", "x86-64-v3"]),
+    ("armv7", AVX512, ["armv7", "x86-64-v3"]),
 ])
 def test_records_levels(target, flags, expected):
     assert records_levels(target, flags) == expected
@@ -48,7 +50,7 @@ def test_compile_finds_the_first_level_that_has_records(tmp_path, monkeypatch):
     (tmp_path / "m/skylake-avx512").mkdir()
     (tmp_path / "m/skylake-avx512/database_tuning_record.json").write_text("")
     assert find_shipped_records("m", None, 512, "x86_64") == tmp_path / "m/skylake-avx512"
-    assert find_shipped_records("m", None, 512, "rk3399") is None
+    assert find_shipped_records("m", None, 512, "rk3399") == tmp_path / "m/x86-64-v3"  # transferred to ARM
 
 
 def test_local_measuring_needs_a_cpu_that_runs_the_code(monkeypatch):
