@@ -41,14 +41,12 @@ def _basic_schedule(func, producers_per_channel: bool):
     if len(reductions) != 1 or len(sch.get_loops(blocks[reductions[0]])) < 3:
         return None
     at = reductions[0]
-    producers, tail = blocks[:at], blocks[at + 1:]
-    for step in reversed(tail[1:]):         # activation into bias-add: one element-wise block
-        sch.reverse_compute_inline(step)
+    producers, tail = blocks[:at], _fold_tail(sch, blocks[at + 1:])
     loops = sch.get_loops(blocks[at])
     outer = sch.fuse(loops[0], loops[1])    # batch x output channels
     sch.parallel(outer)
-    if tail:
-        sch.reverse_compute_at(tail[0], outer)
+    for step in tail:
+        sch.reverse_compute_at(step, outer)
     for producer in reversed(producers):    # padding: per channel where a channel reads only its own (depthwise)
         if producers_per_channel:
             sch.compute_at(producer, outer)
@@ -77,9 +75,7 @@ def int8_schedule(func, intrin: str, pixels: int = 4):
     if names.count("conv2d_int8") != 1:
         return None
     at = names.index("conv2d_int8")
-    conv, producers, tail = blocks[at], blocks[:at], blocks[at + 1:]
-    for step in reversed(tail[1:]):
-        sch.reverse_compute_inline(step)
+    conv, producers, tail = blocks[at], blocks[:at], _fold_tail(sch, blocks[at + 1:])
     if tile_with_tensor_intrin(sch, conv, intrin) is None:
         return None
     b, i, j, k_blocks, rr, rs, rc_blocks, k_lanes, _ = sch.get_loops(conv)
@@ -89,8 +85,8 @@ def int8_schedule(func, intrin: str, pixels: int = 4):
     rows = sch.fuse(b, i)
     sch.reorder(rows, j_run, k_blocks, rr, rs, rc_blocks, j_in, k_lanes)
     sch.parallel(rows)
-    if tail:
-        sch.reverse_compute_at(tail[0], rows)
+    for step in tail:
+        sch.reverse_compute_at(step, rows)
     init = sch.decompose_reduction(conv, rr)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(k_lanes, intrin)
@@ -98,6 +94,24 @@ def int8_schedule(func, intrin: str, pixels: int = 4):
         first = sch.get_loops(producer)
         sch.parallel(sch.fuse(first[0], first[1]) if len(first) > 1 else first[0])
     return sch.mod["main"].with_attr(SCHEDULED, True).with_attr(TENSORIZED, True)
+
+
+def _fold_tail(sch, tail: list) -> list:
+    """The element-wise blocks after a reduction folded into as few as they can be (each into the one before it,
+    bias into activation and so on), from the last; the blocks left, in order. A block that writes fewer elements
+    than the one before it (a slice dropping padded channels) stays its own block, and the blocks after it fold
+    into it. (TVM 0.27 lets such a slice be inlined into its producer, which then writes the slice's buffer over
+    the producer's whole extent: out of bounds.)"""
+    left = []
+    for before, step in reversed(list(zip(tail, tail[1:]))):
+        if _written(sch, step) != _written(sch, before):
+            left.append(step)
+            continue
+        try:
+            sch.reverse_compute_inline(step)
+        except (RuntimeError, ValueError):  # ScheduleError: it stays its own block
+            left.append(step)
+    return tail[:1] + left[::-1]
 
 
 def _extent(sch, loop) -> int:

@@ -196,10 +196,10 @@ def check_cpu_features(manifest: Manifest, flags: frozenset[str] | None = None) 
     missing = missing_features(manifest.target.cpu_features, flags)
     if missing:
         cpu = manifest.target.tvm.get("mcpu") or manifest.target.name
+        portable, here = (table.get(manifest.target.arch) for table in (_PORTABLE_PRESET, _PRESET_FOR_ARCH))
         raise ArtifactError(f"artifact is compiled for {cpu} and uses {', '.join(missing)}, which this CPU lacks",
-                            f"compile it for this box: edgecv compile {manifest.model} --target "
-                            f"{_PORTABLE_PRESET.get(manifest.target.arch, manifest.target.arch)} (or --target "
-                            f"{_PRESET_FOR_ARCH.get(manifest.target.arch)} on the box itself)")
+                            f"compile it for this box: edgecv compile {manifest.model} --target {portable}"
+                            + (f" (or --target {here} on the box itself)" if here != portable else ""))
 
 
 def load_manifest(folder: Path, arch: str | None = None) -> Manifest:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import run_cli, verify_lines
+from conftest import REPO, run_cli, verify_lines
 from edgecv.edge.artifact import read_manifest
 from edgecv.edge.elf import read_elf
 
@@ -129,6 +129,11 @@ BAD = [
      "can't take input size 100"),
     (["mobilenetv2_1.0", "--target", "x86_64"], "no weights chosen"),
     (["/nonexistent/x-symbol.json", "--target", "x86_64"], "symbol file not found"),
+    (["mobilenetv2_1.0", "--target", "armv7", "--random-weights", "0", "--int8"],
+     "--int8 has no kernel for target armv7 (armv7l): compile without --int8, or use a target with one"),
+    (["mobilenetv2_1.0", "--target", "x86-64-v3", "--random-weights", "0", "--int8", "--tuning-records",
+      str(REPO / "models/records/ssd_512_mobilenet1.0_voc/cascadelake-int8")],
+     "tuned for the avx512-vnni int8 kernel; this build uses avx2"),
 ]
 
 

@@ -1,0 +1,89 @@
+"""The schedules compile gives kernels without tuning records (compile/leftovers.py) change how a kernel runs, never
+what it computes: every kernel of a real detector, float32 and int8, scheduled and as imported, on the same random
+inputs, give the same outputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.tvm, pytest.mark.mxnet, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def detector_onnx(tmp_path_factory):
+    """SSD-512 (MobileNet, VOC) at 128 px with random weights, as compile exports it: its heads' output channels
+    (anchors x classes) are no multiple of the int8 kernels' lanes, so their int8 kernels end in a slice."""
+    from edgecv.compile.gluon import load_source_model
+    from edgecv.compile.onnx_export import export_onnx
+    from edgecv.compile.weights import Weights
+    from edgecv.compile.zoo import resolve_model
+
+    spec = resolve_model("ssd_512_mobilenet1.0_voc")
+    model = load_source_model(spec, Weights(random_seed=0), 128, lambda m: None)
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(model, path)
+    return path, model.input_shape
+
+
+def _random_args(func, rng):
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    arrays = []
+    for info in ArgInfo.from_prim_func(func):
+        shape, dtype = [int(d) for d in info.shape], str(info.dtype)
+        if dtype.startswith("float"):
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+        else:
+            info_ = np.iinfo(dtype)
+            arrays.append(rng.integers(max(info_.min, -1000), min(info_.max, 1000) + 1, shape).astype(dtype))
+    return arrays
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
+def test_every_scheduled_kernel_computes_what_it_did_as_imported(detector_onnx, tmp_path, int8):
+    import tvm
+
+    from edgecv.compile import quantize as q
+    from edgecv.compile.build import apply_records, import_onnx
+    from edgecv.compile.leftovers import TENSORIZED, schedule_leftovers
+    from edgecv.compile.quantize import serial_tensorized
+    from edgecv.compile.targets import resolve_target
+    from edgecv.compile.tune import load_tensor_intrinsics
+    from edgecv.edge.cpu import host_cpu_flags
+
+    onnx_path, shape = detector_onnx
+    kernel = q.int8_kernel(resolve_target("x86_64"), host_cpu_flags()) if int8 else None
+    plan = None
+    if int8:
+        rng = np.random.default_rng(0)
+        plan = q.Int8Plan(q.calibrate(onnx_path, "data", [rng.standard_normal(shape).astype(np.float32)
+                                                          for _ in range(2)]), kernel)
+    mod, _ = import_onnx(onnx_path, "data", shape, plan)
+    target = tvm.target.Target(resolve_target("x86_64").tvm_target())
+    load_tensor_intrinsics(target)
+    (tmp_path / "records").mkdir()
+    staged = apply_records(mod, target, tmp_path / "records", False)
+    imported = {gv.name_hint: f for gv, f in staged.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    scheduled = serial_tensorized(schedule_leftovers(staged, int8_intrin=kernel.intrin if kernel else None))
+    rng = np.random.default_rng(1)
+    checked = tensorized = 0
+    for gv, func in scheduled.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or func.same_as(imported[gv.name_hint]):
+            continue
+        args = _random_args(func, rng)
+        results = []
+        for version in (imported[gv.name_hint], func):
+            library = tvm.compile(tvm.IRModule({"main": version.with_attr("global_symbol", "main")}), target=target)
+            tensors = [tvm.runtime.tensor(a.copy()) for a in args]
+            library["main"](*tensors)
+            results.append([t.numpy() for t in tensors])
+        for before, after in zip(*results):
+            scale = float(np.abs(before).max()) or 1.0
+            np.testing.assert_allclose(after, before, rtol=0, atol=1e-5 * scale, err_msg=gv.name_hint)
+        checked += 1
+        tensorized += bool(func.attrs and TENSORIZED in func.attrs)
+    assert checked >= 20
+    if int8:
+        assert tensorized >= 10  # the int8 convolutions, heads (ending in a slice) included
+        assert any("strided_slice" in gv.name_hint and func.attrs and TENSORIZED in func.attrs
+                   for gv, func in scheduled.functions.items() if isinstance(func, tvm.tirx.PrimFunc))
