@@ -1,15 +1,17 @@
 """A basic schedule for the kernels tuning left without a record, so none runs as the importer wrote it.
 
-Left alone, such a kernel is a serial loop nest that materialises every step in full: a depthwise convolution at
-256x256 allocates its padded input, its raw output and its output plus bias as three scratch buffers (24 MB on
-SSD-512), which the runtime's workspace pool then keeps for the life of the process. The basic schedule runs the
-output channels in parallel, folds the element-wise tail (bias, activation) into one loop nest computed per
-channel right after that channel's reduction, and pads per channel inside the same loop where a channel reads
-only its own input (depthwise); where each output channel reads every input channel (a full convolution), that
-would pad the whole input once per output channel, so the padding is done once, in parallel, before. No scratch
-beyond one channel's planes for depthwise kernels, and every core used. Only kernels of one reduction with
-element-wise work around it are touched; for anything else, or anything the schedule primitives refuse, the
-kernel is left as it was.
+Left alone, such a kernel is a serial loop nest that materialises every step in full: a depthwise convolution
+allocates its padded input, its raw output and its output plus bias as three scratch buffers, which the runtime's
+workspace pool then keeps for the life of the process. The basic schedule runs the output channels in parallel,
+folds the element-wise tail (bias, activation) into one loop nest computed per channel right after that channel's
+reduction, and pads per channel inside the same loop where a channel reads only its own input (depthwise); where
+each output channel reads every input channel (a full convolution), that would pad the whole input once per output
+channel, so the padding is done once, in parallel, before. No scratch beyond one channel's planes for depthwise
+kernels, and every core used. Only kernels of one reduction with element-wise work around it are touched; for
+anything else, or anything the schedule primitives refuse, the kernel is left as it was.
+
+Int8 convolutions (``compile --int8``) get ``int8_schedule`` instead: the same shape of schedule around the CPU's
+dot product, so a model nobody tuned still runs its int8 kernels on it.
 """
 from __future__ import annotations
 

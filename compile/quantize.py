@@ -566,8 +566,8 @@ def _uint8_depthwise(bb, x, w_ohwi: np.ndarray, rng: Range, strides, padding):
     Float32 arithmetic, not int32 with int8 weights: VNNI's dot product sums four neighbouring bytes of one
     output, while a depthwise window's nine taps are a channel apart in NHWC, so integer arithmetic would be
     widening multiplies, no faster than a byte-to-float conversion and an FMA on a kernel bound by memory; and
-    float32 weights (times the input's scale) add no rounding of their own, where int8 ones would (0.3-0.8% of
-    each filter, per channel, on the OID detector's four). Only the input is rounded, as for full convolutions."""
+    float32 weights (times the input's scale) add no rounding of their own, where int8 ones would (a few tenths of
+    a percent of each filter, per channel). Only the input is rounded, as for full convolutions."""
     from tvm import relax
 
     scale_x, zero = rng.affine()

@@ -6,7 +6,7 @@ The tasks are the PrimFuncs of the Relax module ``build.py`` compiles, after the
 
 Why not ``static_shape_tuning_pipeline(total_trials=N)`` itself (measured, see the tuning notes): its task
 scheduler writes nothing until every task has had a round, and it also tunes the huge fused decoder functions,
-whose search stalls for minutes for ~1.5 ms of run time. Here each task is ``tune_tasks([task])`` on a shared
+whose search stalls for minutes for little run time. Here each task is ``tune_tasks([task])`` on a shared
 database, committed when it ends: a run can stop at any time and resume, skipping tasks that have records.
 The slowest tasks (timed untuned first) go first, so a time budget is spent where the milliseconds are.
 """
@@ -67,8 +67,8 @@ def load_tensor_intrinsics(target) -> None:
     """Register only the tensor intrinsics of the target's CPU family.
 
     ``import tvm.s_tir.tensor_intrin`` (done by every TuneContext and by the default builder in each of its
-    worker processes, which restart every batch) parses the CUDA, ROCm and Hexagon intrinsics too: 28 s on a
-    2-core EPYC, more than the builder's 30 s timeout, so every candidate failed. The package is registered
+    worker processes, which restart every batch) parses the CUDA, ROCm and Hexagon intrinsics too: on a 2-core
+    machine nearly the builder's whole 30 s timeout, so candidates failed. The package is registered
     without running its ``__init__``, then the one submodule the target needs is imported.
     """
     name = "tvm.s_tir.tensor_intrin"
