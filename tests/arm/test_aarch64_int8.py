@@ -11,6 +11,7 @@ import pytest
 
 from arm.test_aarch64_artifact import _edgecv_tree
 from conftest import run_cli
+from edgecv.compile.quantize import INT8_KERNELS
 from edgecv.edge.runtime import TvmModel
 
 pytestmark = [pytest.mark.arm, pytest.mark.slow, pytest.mark.tvm]
@@ -20,10 +21,11 @@ MODEL = ("ssd_512_mobilenet1.0_voc", "--input-size", "128", "--random-weights", 
 
 @pytest.fixture(scope="module")
 def int8_builds(tmp_path_factory):
-    """The same model in int8 for the x86 host (its best kernel), aarch64 (NEON) and cortex-a76 (dot product)."""
+    """The same model in int8 for the x86 host (its best kernel), any AVX2 CPU (x86-64-v3: 7-bit weights), aarch64
+    (NEON) and cortex-a76 (dot product)."""
     root = tmp_path_factory.mktemp("int8")
     built = {}
-    for target in ("x86_64", "aarch64", "cortex-a76"):
+    for target in ("x86_64", "x86-64-v3", "aarch64", "cortex-a76"):
         result = run_cli("compile", *MODEL, "--target", target, "--int8", "--out", root / target)
         assert result.returncode == 0, result.stderr[-3000:]
         built[target] = root / target
@@ -41,23 +43,31 @@ def _infer_arm(arm, artifact, x, tmp_path, cpu: str):
     return proc, (dict(np.load(out)) if proc.returncode == 0 else None)
 
 
-def _within_8bit_error(got: dict, want: dict) -> None:
-    """int8 against int8 with another kernel (x86's weight range may differ): the typical element within a few
-    8-bit steps, and the two strongly correlated (a wrong zero point, sign or packing leaves no correlation)."""
+def _within_8bit_error(got: dict, want: dict, same_weights: bool) -> None:
+    """int8 against x86's int8. With the same weight range (VNNI's) both sum the same integers: the outputs agree but
+    where a byte's rounding flips at a half step. With AVX2's 7-bit weights they differ as two quantizations do: the
+    typical element within a few 8-bit steps, boxes strongly correlated, scores (random weights: near-ties between
+    classes, which rounding reorders) clearly so; a wrong zero point, sign or packing leaves no correlation."""
     assert got.keys() == want.keys()
     for name in want:
         assert np.all(np.isfinite(got[name])) and np.abs(want[name]).max() > 0, name
         difference = np.abs(got[name] - want[name]) / np.abs(want[name]).max()
-        assert np.median(difference) < 0.02, (name, np.median(difference))
-        assert np.corrcoef(got[name].ravel(), want[name].ravel())[0, 1] > 0.9, name
+        correlation = np.corrcoef(got[name].ravel(), want[name].ravel())[0, 1]
+        if same_weights:
+            assert np.median(difference) < 1e-3 and correlation > 0.99, (name, np.median(difference), correlation)
+        else:
+            assert np.median(difference) < 0.03, (name, np.median(difference))
+            assert correlation > (0.9 if name == "boxes" else 0.5), (name, correlation)
 
 
 def test_neon_int8_runs_on_a_cortex_a72_within_8bit_error_of_x86(arm, int8_builds, tmp_path):
-    x86 = TvmModel(int8_builds["x86_64"])
-    x = np.random.default_rng(0).standard_normal(x86.manifest.input.shape).astype(np.float32)
+    x86 = {target: TvmModel(int8_builds[target]) for target in ("x86_64", "x86-64-v3")}
+    x = np.random.default_rng(0).standard_normal(x86["x86_64"].manifest.input.shape).astype(np.float32)
     proc, got = _infer_arm(arm, int8_builds["aarch64"], x, tmp_path, "cortex-a72")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _within_8bit_error(got, x86(x))
+    for target, model in x86.items():
+        same = INT8_KERNELS[model.manifest.int8_kernel].weight_max == INT8_KERNELS["neon"].weight_max
+        _within_8bit_error(got, model(x), same)
 
 
 def test_dot_product_int8_is_refused_on_a_cortex_a72_and_equals_neon_on_a_cortex_a76(arm, int8_builds, tmp_path):
