@@ -77,7 +77,8 @@ def model_recipe(component: str, version: str, model: str, builds: dict[str, str
 def counter_recipe(component: str, version: str, model_component: str, model_version: str, wheel: str,
                    default_configuration: dict, bucket: str, archs=COUNTER_ARCHS, publisher: str = "edgecv") -> dict:
     """The counter: Install makes a versioned venv under the work folder with the edge runtime only
-    (``edgecv[edge,greengrass]`` from the shipped wheel; no MXNet, no compiler), Run serves."""
+    (``edgecv[edge,greengrass]`` from the shipped wheels, the TVM runtime among them, pinned by the box lock; no
+    MXNet, no compiler), Run serves."""
     runtime = "{artifacts:decompressedPath}/" + Path(RUNTIME_ZIP).stem
     venv = "{work:path}/venv-" + version
     install = "\n".join([
@@ -86,7 +87,7 @@ def counter_recipe(component: str, version: str, model_component: str, model_ver
         'rm -rf "$VENV"',                       # an interrupted install left no marker: start over
         'python3 -m venv "$VENV"',
         f'"$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -c "{runtime}/constraints.txt" '
-        f'"{runtime}/{wheel}[edge,greengrass]"',
+        f'--find-links "{runtime}" "{runtime}/{wheel}[edge,greengrass]"',
         '"$VENV/bin/edgecv" --version',
         'touch "$VENV/.installed"',
         'for old in "{work:path}"/venv-*; do [ "$old" = "$VENV" ] || rm -rf "$old"; done',
