@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from edgecv.boxwheels import ARCHS
 from edgecv.edge.errors import EdgecvError
 
 RECIPE_FORMAT = "2020-01-25"
@@ -25,8 +26,9 @@ RECIPE_FORMAT = "2020-01-25"
 PLATFORMS = {"x86_64": {"os": "linux", "architecture": "amd64"},
              "aarch64": {"os": "linux", "architecture": "aarch64"},
              "armv7l": {"os": "linux", "architecture": "arm"}}
-# the counter runs where PyPI has the TVM runtime wheel (armv7 needs TVM built for armhf: README, ARM boxes)
-COUNTER_ARCHS = ("x86_64", "aarch64")
+# the counter runs where a runtime-only TVM wheel can be made from PyPI's apache-tvm (edgecv/boxwheels.py; armv7
+# needs TVM built for armhf: docs/arm.md)
+COUNTER_ARCHS = tuple(ARCHS)
 LIFECYCLE_STEPS = ("Setenv", "Bootstrap", "Install", "Run", "Startup", "Shutdown", "Recover")
 DEFAULT_TIMEOUTS = {"Bootstrap": 120, "Install": 120, "Startup": 120, "Shutdown": 15, "Recover": 60}
 IPC_SERVICES = ("aws.greengrass.ipc.mqttproxy", "aws.greengrass.ipc.pubsub")

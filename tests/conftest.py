@@ -26,7 +26,7 @@ DEBIAN_MARKERS = {"broker", "arm"}
 def pytest_collection_modifyitems(items):
     """Mark every test that needs Debian packages ``debian`` (make test-unit leaves them out)."""
     for item in items:
-        if DEBIAN_FIXTURES & set(item.fixturenames) or any(item.iter_markers(name=m) for m in DEBIAN_MARKERS):
+        if DEBIAN_FIXTURES & set(item.fixturenames) or any(item.get_closest_marker(m) for m in DEBIAN_MARKERS):
             item.add_marker(pytest.mark.debian)
 
 
