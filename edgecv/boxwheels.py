@@ -32,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 
 import edgecv
+from edgecv.edge.artifact import sha256_file
 from edgecv.edge.elf import host_arch, read_elf
 from edgecv.edge.errors import EdgecvError
 
@@ -86,14 +87,6 @@ def tvm_wheel(arch: str, version: str, cache: Path = CACHE) -> Path:
     return target
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
@@ -104,7 +97,7 @@ def runtime_wheel(arch: str | None = None, version: str | None = None, cache: Pa
     arch = arch or host_arch()
     _platform(arch)
     source = tvm_wheel(arch, version or tvm_version(), cache)
-    key = hashlib.sha256(f"{_sha256(source)} recipe {RECIPE}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{sha256_file(source)} recipe {RECIPE}".encode()).hexdigest()[:12]
     folder = cache / f"tvm-runtime-{arch}-{key}"
     built = sorted(folder.glob("*.whl")) if folder.is_dir() else []
     if built:
