@@ -1,11 +1,9 @@
 """The process's memory as /proc tells it (the loop and benchmark report it).
 
-The loop leaves glibc's malloc alone. An earlier version pinned its mmap threshold at 128 KB so that each
-frame-sized buffer got its own mapping, returned to the system when freed; but a fresh mapping costs a page fault
-per 4 KB page on first touch, every frame: 1.7 ms per frame on the OID SSD-300 loop (end to end 62.5 -> 72.9
-fps without the pin), 5 ms on SSD-512. With glibc's default (the threshold rises to
-the largest freed buffer, so frames are recycled from the heap) memory is as flat: peak 173.0 vs 171.9 MB over
-3,000 frames, and `edgecv bench-loop` checks it over 10,000.
+The loop leaves glibc's malloc alone: pinning its mmap threshold would give each frame-sized buffer its own
+mapping, returned to the system when freed, but a fresh mapping costs a page fault per 4 KB page on first touch,
+every frame. With glibc's default (the threshold rises to the largest freed buffer, so frames are recycled from the
+heap) memory stays flat, which `edgecv bench-loop` checks over a long run (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -34,9 +32,8 @@ def drop_page_cache() -> bool:
     """Drop the kernel's clean page cache (root only), so that the files a measured process maps are read back
     from disk, as after a reboot; whether it was dropped. Benchmarks call it before they measure memory: a process
     that maps files written moments ago (a new environment's libraries, a just-compiled artifact) is charged more
-    resident memory for them than for the same files read from disk (large page-cache folios, it seems): `import
-    cv2` 59.9 MB in a just-made environment against 49.3 in an older one, `edgecv run` of the int8 OID artifact
-    132.5 against 116.1 MB; after a drop, 49.3 and 116.0 in the new one."""
+    resident memory for them than for the same files read from disk (large page-cache folios, it seems), by
+    10 MB and more per process (docs/performance.md)."""
     try:
         os.sync()
         with open("/proc/sys/vm/drop_caches", "w") as f:

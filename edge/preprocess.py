@@ -55,8 +55,8 @@ def preprocess(frame_bgr: np.ndarray, spec: InputSpec, out: np.ndarray | None = 
 
 def _normalized(canvas: np.ndarray, spec: InputSpec, out: np.ndarray | None) -> np.ndarray:
     """(pixel - mean) / std in the model's colour order and layout, written once into the input tensor: each
-    channel is converted while it is copied into place, then scaled in place (0.2 ms for 300x300 against 1 ms
-    for a float copy of the image, a broadcast subtract, a divide and a transposed copy)."""
+    channel is converted while it is copied into place, then scaled in place: one pass over the tensor, instead of
+    a float copy of the image, a broadcast subtract, a divide and a transposed copy."""
     channels = (2, 1, 0) if spec.color == "RGB" else (0, 1, 2)
     mean = np.asarray(spec.mean, np.float32)
     scale = np.float32(1) / np.asarray(spec.std, np.float32)

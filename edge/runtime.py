@@ -1,10 +1,12 @@
 """Run a compiled artifact with the TVM runtime alone (no compiler, no MXNet, not even the ``tvm`` package).
 
 The artifact needs two libraries: ``tvm_ffi`` (the calling convention, tensors, module loading) and
-``libtvm_runtime.so`` (the Relax VM), which ship in the apache-tvm wheel. Loading them directly instead of
-``import tvm`` keeps the edge process ~50 MB smaller: the ``tvm`` package imports ~450 Python modules of IR and
-target machinery that running an artifact never uses. In a process that already imported the full TVM (the
-compile step's --verify) its libraries already provide the runtime and are used as they are.
+``libtvm_runtime.so`` (the Relax VM): the apache-tvm-ffi wheel and, on a box, the edgecv-tvm-runtime wheel
+(``edgecv/boxwheels.py``: the library alone, from the apache-tvm wheel), found at ``tvm/lib/`` in site-packages.
+Loading them directly instead of ``import tvm`` keeps the edge process small: the ``tvm`` package imports hundreds
+of Python modules of IR and target machinery that running an artifact never uses. In a process that already
+imported the full TVM (the compile step's --verify) its libraries already provide the runtime and are used as
+they are.
 """
 from __future__ import annotations
 
@@ -29,8 +31,7 @@ _runtime = None
 def physical_cores() -> int:
     """The cores this process may run on, counting each physical core once (hyper-threads share one core's
     vector units). TVM's own default is half the logical CPUs on x86, on the guess that every core is
-    hyper-threaded: on a box without hyper-threading that is half the cores (measured on a 2-core machine: one
-    thread, 25.8 ms per frame for the OID detector, against 17.5 ms with both)."""
+    hyper-threaded: on a box without hyper-threading that is half the cores, and half the speed."""
     cpus = os.sched_getaffinity(0)
     cores = set()
     for cpu in cpus:
@@ -167,8 +168,8 @@ class TvmModel:
 
     def input_buffer(self) -> np.ndarray:
         """An input array the model reads in place: preprocess a frame into it (in any thread) and pass it to
-        ``__call__``, which then skips copying it into the model's own input tensor (1 MB for a 300x300 input:
-        0.06 ms when only the model runs, 0.45 ms in the edge loop, with the frame prepared on the other core)."""
+        ``__call__``, which then skips copying it into the model's own input tensor (1 MB a frame for a 300x300
+        input)."""
         array = self._rt.view(self._rt.empty(self.manifest.input.shape, "float32"))
         self._buffers[array.ctypes.data] = array.base
         return array

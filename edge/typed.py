@@ -6,9 +6,8 @@ mappings, tuples and lists from sequences, whole floats as ints, strings as path
 lengths, a pattern, a check and a description. Every problem is reported with its dotted location, all of them
 in one ``Invalid`` error, and a key the record doesn't have is named with the nearest one it does have.
 
-This replaces pydantic in the edge process: its import and compiled validators were 13 MB of the process's
-memory before a frame was read and ~8 MB of its peak (`edgecv run`, OID SSD-300: 139.4 -> 130.9 MB), and it is
-one compiled wheel less on an ARM box.
+This replaces pydantic in the edge process: its import and compiled validators cost the process memory before a
+frame is read and at its peak, and it is one compiled wheel less on an ARM box.
 """
 from __future__ import annotations
 

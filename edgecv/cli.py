@@ -6,6 +6,7 @@ edge commands start fast and never load MXNet.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -96,6 +97,9 @@ def _cmd_run(args) -> int:
     if args.validate_config:
         print(f"{args.config or 'options'}: valid")
         return 0
+    if (args.http or config.http.listen) and importlib.util.find_spec("aiohttp") is None:
+        raise EdgecvError("the web view (--http, http.listen) needs aiohttp, which is not installed",
+                          "pip install 'edgecv[web]', or run without --http")
     detector = Detector(args.artifact, config.detect, backend=args.backend)
     source = open_source(args.source, realtime=args.realtime)
     publisher = open_publisher(config)

@@ -6,23 +6,22 @@ and ``recipe.yaml``) per component for ``gdk component publish``.
 - One model component per compiled model (``com.edgecv.model.<model>``), one manifest per CPU: each
   ``edgecv compile`` artifact (the folder or its ``.tar.gz``) becomes a ZIP the nucleus unpacks (Greengrass
   unpacks ZIP only), checked against its manifest's checksums first.
-- The counter component (``com.edgecv.Counter``): ``edgecv-runtime.zip`` holds this edgecv as a wheel and
-  ``constraints.txt`` (the versions verified together); Install makes a venv of ``edgecv[edge,greengrass]``.
+- The counter component (``com.edgecv.Counter``): ``edgecv-runtime.zip`` holds the box wheels (this edgecv and
+  the TVM runtime without the compiler, one per CPU the counter declares: ``edgecv/boxwheels.py``) and the box
+  lock as ``constraints.txt``; Install makes a venv of ``edgecv[edge,greengrass]`` from them.
 - Every recipe written is checked as ``run-local`` checks it before it runs anything.
 """
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import edgecv
+from edgecv.boxwheels import box_lock, box_wheels
 from edgecv.edge.artifact import MANIFEST, Manifest, read_manifest, verify_files
 from edgecv.edge.config import RunConfig, load_config
 from edgecv.edge.errors import ArtifactError, EdgecvError
@@ -30,7 +29,6 @@ from edgecv.greengrass.recipes import (COUNTER_ARCHS, MODEL_PREFIX, PLATFORMS, R
                                        counter_recipe, dump_recipe, model_recipe)
 from edgecv.greengrass.settings import COMPONENT, default_configuration
 
-SOURCE_TREE = Path(edgecv.__file__).resolve().parent.parent     # a checkout: setup.cfg, requirements.lock
 
 
 @dataclass
@@ -73,62 +71,16 @@ def _zip_artifact(folder: Path, manifest: Manifest, dest: Path) -> None:
             z.write(folder / name, arcname=name)
 
 
-def build_wheel(dest: Path, source: Path = SOURCE_TREE) -> Path:
-    """This edgecv as a wheel, built from a copy of the checkout (nothing written into the checkout)."""
-    if not (source / "setup.cfg").is_file():
-        raise EdgecvError(f"edgecv is not running from a source checkout ({source})",
-                          "pass the runtime wheel with --wheel FILE.whl")
-    with tempfile.TemporaryDirectory(prefix="edgecv-wheel-") as tmp:
-        tree = Path(tmp) / "src"
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", ".pytest_cache")
-        tree.mkdir()
-        for name in ("setup.cfg", "pyproject.toml", "README.md"):
-            shutil.copy2(source / name, tree / name)
-        for package in ("edgecv", "edge", "compile", "greengrass", "models"):
-            shutil.copytree(source / package, tree / package, ignore=ignore)
-        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                                 "--no-index", "--disable-pip-version-check", "-q", "-w", str(dest), str(tree)],
-                                capture_output=True, text=True, timeout=600)
-        if result.returncode != 0:
-            raise EdgecvError(f"building the edgecv wheel failed: {result.stderr.strip().splitlines()[-1:]}",
-                              "check that setuptools and wheel are installed, or pass --wheel FILE.whl")
-    wheels = sorted(dest.glob(f"edgecv-{edgecv.__version__}-*.whl"))
-    if not wheels:
-        raise EdgecvError("pip built no edgecv wheel", "pass --wheel FILE.whl")
-    check_wheel(wheels[-1], source)
-    return wheels[-1]
-
-
-# data files the edge runtime reads at run time: (folder in the checkout, package folder in the wheel)
-RUNTIME_DATA = (("models/classes", "edgecv/models/classes"), ("edge/schemas", "edgecv/edge/schemas"))
-
-
-def check_wheel(wheel: Path, source: Path = SOURCE_TREE) -> None:
-    """Refuse a wheel without the data files the edge runtime reads (class maps, schemas): installed from it,
-    the counter would fail at its first frame."""
-    with zipfile.ZipFile(wheel) as z:
-        names = set(z.namelist())
-    missing = [f"{package}/{path.name}" for folder, package in RUNTIME_DATA
-               for path in sorted((source / folder).glob("*")) if path.is_file() and f"{package}/{path.name}" not in names]
-    if missing:
-        raise EdgecvError(f"the edgecv wheel lacks files the edge runtime reads: {', '.join(missing)}",
-                          "add them to [options.package_data] in setup.cfg (e.g. edgecv.models = ... classes/*.yaml)")
-
-
-def _runtime_zip(dest: Path, wheel: Path | None, scratch: Path) -> str:
-    """``edgecv-runtime.zip``: the wheel and the constraints; returns the wheel's file name."""
-    if wheel is None:
-        wheel = build_wheel(scratch / "wheel")
-    elif not wheel.is_file() or not wheel.name.startswith("edgecv-") or wheel.suffix != ".whl":
-        raise EdgecvError(f"{wheel} is not an edgecv wheel", "pass the file `pip wheel .` wrote (edgecv-*.whl)")
-    elif (SOURCE_TREE / "setup.cfg").is_file():
-        check_wheel(wheel)
-    lock = SOURCE_TREE / "requirements.lock"
-    constraints = lock.read_text() if lock.is_file() else "# no requirements.lock: versions resolved by pip\n"
+def _runtime_zip(dest: Path, wheel: Path | None, archs: list[str], scratch: Path) -> str:
+    """``edgecv-runtime.zip``: the edgecv wheel, ``edgecv-tvm-runtime`` for each of ``archs`` (Install's pip finds
+    the one for its CPU with ``--find-links``) and the box lock as ``constraints.txt``; returns the edgecv
+    wheel's file name."""
+    wheels = box_wheels(scratch / "wheels", archs, wheel)
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.write(wheel, arcname=wheel.name)
-        z.writestr("constraints.txt", constraints)
-    return wheel.name
+        for path in wheels:
+            z.write(path, arcname=path.name)
+        z.writestr("constraints.txt", box_lock())
+    return wheels[0].name
 
 
 def _group_models(artifacts: list[Path], scratch: Path) -> dict[str, dict[str, tuple[Path, Manifest]]]:
@@ -226,7 +178,7 @@ def build_component(artifacts: list[Path], out: Path, version: str = "1.0.0", co
                               "also pass an x86_64 or aarch64 artifact")
         runtime = tmp / "artifacts" / COMPONENT / version
         runtime.mkdir(parents=True)
-        wheel_name = _runtime_zip(runtime / RUNTIME_ZIP, Path(wheel) if wheel else None, scratch)
+        wheel_name = _runtime_zip(runtime / RUNTIME_ZIP, Path(wheel) if wheel else None, archs, scratch)
         recipes[COMPONENT] = counter_recipe(COMPONENT, version, model_component, version, wheel_name,
                                             default_configuration(run, source, publish, device), bucket, archs)
         for component, recipe in recipes.items():
@@ -258,4 +210,4 @@ def describe(result: BuildResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["build_component", "build_wheel", "describe", "BuildResult"]
+__all__ = ["build_component", "describe", "BuildResult"]

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from edgecv.boxwheels import ARCHS
 from edgecv.edge.errors import EdgecvError
 
 RECIPE_FORMAT = "2020-01-25"
@@ -25,8 +26,9 @@ RECIPE_FORMAT = "2020-01-25"
 PLATFORMS = {"x86_64": {"os": "linux", "architecture": "amd64"},
              "aarch64": {"os": "linux", "architecture": "aarch64"},
              "armv7l": {"os": "linux", "architecture": "arm"}}
-# the counter runs where PyPI has the TVM runtime wheel (armv7 needs TVM built for armhf: README, ARM boxes)
-COUNTER_ARCHS = ("x86_64", "aarch64")
+# the counter runs where a runtime-only TVM wheel can be made from PyPI's apache-tvm (edgecv/boxwheels.py; armv7
+# needs TVM built for armhf: docs/arm.md)
+COUNTER_ARCHS = tuple(ARCHS)
 LIFECYCLE_STEPS = ("Setenv", "Bootstrap", "Install", "Run", "Startup", "Shutdown", "Recover")
 DEFAULT_TIMEOUTS = {"Bootstrap": 120, "Install": 120, "Startup": 120, "Shutdown": 15, "Recover": 60}
 IPC_SERVICES = ("aws.greengrass.ipc.mqttproxy", "aws.greengrass.ipc.pubsub")
@@ -77,7 +79,8 @@ def model_recipe(component: str, version: str, model: str, builds: dict[str, str
 def counter_recipe(component: str, version: str, model_component: str, model_version: str, wheel: str,
                    default_configuration: dict, bucket: str, archs=COUNTER_ARCHS, publisher: str = "edgecv") -> dict:
     """The counter: Install makes a versioned venv under the work folder with the edge runtime only
-    (``edgecv[edge,greengrass]`` from the shipped wheel; no MXNet, no compiler), Run serves."""
+    (``edgecv[edge,greengrass]`` from the shipped wheels, the TVM runtime among them, pinned by the box lock; no
+    MXNet, no compiler), Run serves."""
     runtime = "{artifacts:decompressedPath}/" + Path(RUNTIME_ZIP).stem
     venv = "{work:path}/venv-" + version
     install = "\n".join([
@@ -86,7 +89,7 @@ def counter_recipe(component: str, version: str, model_component: str, model_ver
         'rm -rf "$VENV"',                       # an interrupted install left no marker: start over
         'python3 -m venv "$VENV"',
         f'"$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -c "{runtime}/constraints.txt" '
-        f'"{runtime}/{wheel}[edge,greengrass]"',
+        f'--find-links "{runtime}" "{runtime}/{wheel}[edge,greengrass]"',
         '"$VENV/bin/edgecv" --version',
         'touch "$VENV/.installed"',
         'for old in "{work:path}"/venv-*; do [ "$old" = "$VENV" ] || rm -rf "$old"; done',

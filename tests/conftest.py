@@ -18,6 +18,16 @@ import tvm  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parent.parent
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+# What needs Debian packages: these fixtures (Mosquitto, opencv-doc's media) and markers (qemu-user, cross g++)
+DEBIAN_FIXTURES = {"broker", "opencv_data"}
+DEBIAN_MARKERS = {"broker", "arm"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that needs Debian packages ``debian`` (make test-unit leaves them out)."""
+    for item in items:
+        if DEBIAN_FIXTURES & set(item.fixturenames) or any(item.get_closest_marker(m) for m in DEBIAN_MARKERS):
+            item.add_marker(pytest.mark.debian)
 
 
 def verify_lines(stdout: str) -> list[str]:

@@ -66,7 +66,7 @@ QEMU = "qemu-aarch64-static"
 # installs them with dependency resolution, and the build fails if anything
 # outside this list gets pulled in). numpy 1.26.4 has a cp311
 # manylinux2014_aarch64 wheel; the rest follow /root/.cache/edgecv/probe-freeze.txt
-# and requirements.lock.
+# and requirements-build.lock.
 WHEEL_PINS = (
     "numpy==1.26.4",
     "apache-tvm==0.27.0.post1",

@@ -17,6 +17,7 @@ def test_below_keeps_the_score_itself():
     assert list(scores > below(0.1)) == [True, False]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("score_threshold, low_score", [(0.5, 0.1), (0.05, 0.1), (0.5, 0.03), (0.6, 0.3)])
 def test_early_cut_keeps_the_same_detections(detector_artifact, opencv_data, score_threshold, low_score):
     config = DetectConfig(score_threshold=score_threshold)

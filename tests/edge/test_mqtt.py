@@ -85,6 +85,7 @@ def test_messages_survive_a_restart_of_the_publisher(tmp_path):
         broker.stop()
 
 
+@pytest.mark.slow
 def test_tls_with_client_certificates(tmp_path):
     certs = make_certificates(tmp_path / "certs")
     broker = Mosquitto(tmp_path / "b", tls=certs).start()

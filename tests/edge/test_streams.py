@@ -33,6 +33,7 @@ def _same(got, want) -> None:
     np.testing.assert_allclose(got.boxes, want.boxes, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_streams_detect_as_one_detector_does_in_frame_order(detector_artifact, opencv_data):
     detector = Detector(detector_artifact, LOW)
     frames = _frames(opencv_data, 6)
@@ -81,6 +82,7 @@ def test_two_streams_track_and_count_as_one(detector_artifact, opencv_data):
         assert counts_two == counts_one
 
 
+@pytest.mark.slow
 @pytest.mark.mxnet
 def test_streams_need_a_compiled_artifact(artifacts):
     from edgecv.edge.errors import ArtifactError

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
+from edgecv import boxwheels
 from edgecv.greengrass.recipes import check_build
 
 
@@ -42,13 +43,14 @@ def built(tmp_path_factory, detector_artifact, opencv_data):
 
 def test_build_layout(built, detector_artifact):
     out, stdout = built
+    runtime_wheel = boxwheels.runtime_wheel("x86_64").name           # cached: the build made it
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == [
         f"artifacts/{COUNTER}/1.2.0/edgecv-runtime.zip",
         f"artifacts/{MODEL}/1.2.0/ssd_512_mobilenet1.0_voc-x86_64.zip",
         f"gdk/{MODEL}/gdk-config.json", f"gdk/{MODEL}/recipe.yaml",
         "gdk/edgecv-runtime/constraints.txt", "gdk/edgecv-runtime/edgecv-0.1.0-py3-none-any.whl",
-        "gdk/edgecv-runtime/gdk-config.json", "gdk/edgecv-runtime/recipe.yaml",
+        f"gdk/edgecv-runtime/{runtime_wheel}", "gdk/edgecv-runtime/gdk-config.json", "gdk/edgecv-runtime/recipe.yaml",
         f"recipes/{COUNTER}-1.2.0.yaml", f"recipes/{MODEL}-1.2.0.yaml",
     ]
     assert f'--merge "{COUNTER}=1.2.0"' in stdout and "greengrass-cli deployment create" in stdout
@@ -70,10 +72,13 @@ def test_build_layout(built, detector_artifact):
     for name, digest in manifest["files"].items():
         assert _sha256(packed[name]) == digest == _sha256((detector_artifact / name).read_bytes())
 
-    # the runtime: this edgecv's wheel (with the data the edge runtime reads) and the lock as constraints
+    # the runtime: this edgecv's wheel (with the data the edge runtime reads), the TVM runtime without the compiler
+    # for the counter's CPU, and the box lock as constraints (no MXNet, so not MXNet's numpy)
     with zipfile.ZipFile(out / "artifacts" / COUNTER / "1.2.0" / "edgecv-runtime.zip") as z:
-        assert sorted(z.namelist()) == ["constraints.txt", "edgecv-0.1.0-py3-none-any.whl"]
-        assert "awsiotsdk==" in z.read("constraints.txt").decode()
+        assert sorted(z.namelist()) == ["constraints.txt", "edgecv-0.1.0-py3-none-any.whl", runtime_wheel]
+        constraints = z.read("constraints.txt").decode()
+    assert "awsiotsdk==" in constraints and "edgecv-tvm-runtime==" in constraints and "mxnet" not in constraints
+    assert "--find-links" in counter["Lifecycle"]["Install"]["Script"]
     with zipfile.ZipFile(out / "gdk" / "edgecv-runtime" / "edgecv-0.1.0-py3-none-any.whl") as wheel:
         names = set(wheel.namelist())
     assert {"edgecv/greengrass/service.py", "edgecv/edge/schemas/counts.schema.json",
