@@ -41,8 +41,8 @@ def annotate(image: np.ndarray, detections: Detections, groups: GroupMap, counti
     return out
 
 
-class VideoSink:
-    """Writes annotated frames to a video file (opened on the first frame, at its size)."""
+class VideoWriter:
+    """Writes frames to a video file (opened on the first frame, at its size)."""
 
     def __init__(self, path: str, fps: float = 15.0):
         self.path, self.fps, self._writer = path, fps, None

@@ -97,7 +97,7 @@ def viewer_cost(detector, video: Path, frames: int, rounds: int = 2) -> dict:
     pictures = 0
     for _ in range(rounds):
         for mode in ("without", "with"):
-            loop = EdgeLoop(config, detector, _LoopedVideo(video, frames), None)
+            loop = EdgeLoop(config, detector, _LoopedVideo(video, frames))
             server = watcher = None
             if mode == "with":
                 server = WebServer(LiveView(loop, None, config.http), "127.0.0.1", 0, None).start()
@@ -191,6 +191,16 @@ def model_alone(detector, x, streams=None):
     return one if streams is None else spread
 
 
+def _loop(config, detector, sources, publisher=None):
+    """An ``EdgeLoop`` that publishes as `edgecv run` does when ``publisher`` is given."""
+    from edgecv.edge.loop import EdgeLoop, publishing_sinks
+
+    loop = EdgeLoop(config, detector, sources)
+    for sink in publishing_sinks(publisher, loop):
+        loop.sinks.add(sink)
+    return loop
+
+
 def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_frames: int = 0,
                   mqtt: str | None = None, progress=None, rounds: int = 6, round_frames: int = 300,
                   streams: int = 1) -> dict:
@@ -201,7 +211,7 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
     twice a second; publishing to ``mqtt`` if given, as `edgecv run` does; ``progress(frames_done)`` if given."""
     from edgecv.edge.config import RunConfig
     from edgecv.edge.detector import Detector
-    from edgecv.edge.loop import EdgeLoop, open_publisher
+    from edgecv.edge.loop import open_publisher
 
     page_cache_dropped = drop_page_cache()  # the libraries and artifact as read from disk (see drop_page_cache)
     detector = Detector(artifact)
@@ -221,22 +231,22 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
     def loop_round(streams_: int):
         def run(n: int) -> int:
             looped = config.replace(streams=streams_)
-            return EdgeLoop(looped, detector, _LoopedVideo(video, n), publisher).run(threading.Event()).frames
+            return _loop(looped, detector, _LoopedVideo(video, n), publisher).run(threading.Event()).frames
         return run
 
     # with streams, one stream's loop too, in the same rounds: what the streams gain, measured side by side
     loops = {f"{n} stream{'s' if n > 1 else ''}": loop_round(n) for n in sorted({1, streams})}
     try:
         paired = paired_rounds(alone, loops, rounds, round_frames)
-        loop = EdgeLoop(config, detector, source, publisher)
+        loop = _loop(config, detector, source, publisher)
         samples: list[tuple[int, float]] = [(0, status_mb("VmRSS"))]
         stop = threading.Event()
 
         def sample():
             while not stop.wait(0.5):
-                samples.append((loop.stats.frames, status_mb("VmRSS")))
+                samples.append((loop.cameras[0].stats.frames, status_mb("VmRSS")))
                 if progress is not None:
-                    progress(loop.stats.frames)
+                    progress(loop.cameras[0].stats.frames)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
