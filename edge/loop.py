@@ -235,7 +235,9 @@ class EdgeLoop:
     def summary(self) -> Summary:
         frames = sum(c.stats.frames for c in self.cameras)
         cameras = {c.name: {"frames": c.stats.frames, "fps": round(c.stats.overall_fps, 2), "dropped": c.dropped,
-                            "errors": c.errors, "counts": c.counts} for c in self.cameras}
+                            "errors": c.errors, "counts": c.counts,
+                            "reader_cpu_ms_per_frame": round(1000 * c.reader_cpu_s / max(c.stats.frames, 1), 3)}
+                   for c in self.cameras}
         return Summary(frames, sum(c.stats.overall_fps for c in self.cameras), self.cameras[0].counts,
                        sum(c.dropped for c in self.cameras), sum(c.errors for c in self.cameras) + self.sinks.errors,
                        0, cameras, round(1000 * self.loop_cpu_s / max(frames, 1), 3))

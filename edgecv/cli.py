@@ -196,7 +196,13 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_bench_loop(args) -> int:
-    from edgecv.edge.benchmark import run_benchmark
+    from edgecv.edge.benchmark import cameras_benchmark, run_benchmark
+
+    if args.cameras > 1:
+        result = cameras_benchmark(args.artifact, args.video, args.cameras, args.frames, args.out, args.streams,
+                                   args.rounds)
+        print(json.dumps(result, indent=2))
+        return 0
 
     def progress(done: int) -> None:
         if sys.stderr.isatty():
@@ -221,6 +227,10 @@ def _add_bench_loop(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="where loop.json/loop.md go")
     p.add_argument("--mqtt", metavar="URL", help="also publish the counts to this broker, as `edgecv run` does")
     p.add_argument("--streams", type=int, default=1, metavar="N", help="the loop's detection streams (default 1)")
+    p.add_argument("--cameras", type=int, default=1, metavar="N",
+                   help="N > 1: the video as N cameras in one `edgecv run` against N separate `edgecv run` processes "
+                   "(frames/s per camera, the loop's CPU per frame, peak RSS), --frames each, --rounds interleaved "
+                   "rounds; writes loop-<N>cameras.{json,md}")
     p.add_argument("--viewer-frames", type=int, default=0, metavar="N",
                    help="also measure the web view's cost: rounds of N frames without and with a live viewer")
 

@@ -77,3 +77,15 @@ def test_dlr_shape():
     m = dlr_message(0.0, d, lambda i: ["cat", "dog"][i])
     assert m["inference-type"] == "object-detection"
     assert m["inference-results"] == [{"Label": "dog", "Score": "0.9000", "Box": "[5.0, 6.0, 7.0, 8.0]"}]
+
+
+def test_the_sample_messages_in_the_docs_validate():
+    """docs/counting.md shows a message per topic: each must be one the schemas accept."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "counting.md").read_text()
+    samples = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
+    assert {m["schema"] for m in samples} == set(SCHEMA_FILES)
+    for message in samples:
+        validate(message)
