@@ -52,9 +52,10 @@ class VideoWriter:
 
         if self._writer is None:
             fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.endswith(".mp4") else "MJPG"))
-            self._writer = cv2.VideoWriter(self.path, fourcc, self.fps, (frame.shape[1], frame.shape[0]))
-            if not self._writer.isOpened():
+            writer = cv2.VideoWriter(self.path, fourcc, self.fps, (frame.shape[1], frame.shape[0]))
+            if not writer.isOpened():  # (tried again on the next frame: each frame not written is a failure)
                 raise OSError(f"can't write video {self.path}")
+            self._writer = writer
         self._writer.write(frame)
 
     def close(self) -> None:
