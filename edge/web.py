@@ -306,7 +306,13 @@ def _escape(value: str) -> str:
 
 
 def _page(name: str) -> str:
-    return resources.files("edgecv.edge").joinpath("static", name).read_text()
+    """A page of ``static/``, with the fragments the pages share put in place of their ``<!--NAME-->`` marks
+    (inline: a page's every request carries ``?token=``, a ``<script src>`` could not)."""
+    static = resources.files("edgecv.edge").joinpath("static")
+    text = static.joinpath(name).read_text()
+    for shared in ("camera-choice.html",):
+        text = text.replace(f"<!--{shared}-->", static.joinpath(shared).read_text())
+    return text
 
 
 class WebServer:
