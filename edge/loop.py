@@ -25,7 +25,6 @@ from edgecv.edge.config import DEFAULT_CAMERA, CameraConfig, RunConfig
 from edgecv.edge.counting import Counts, GroupMap
 from edgecv.edge.detector import Detector
 from edgecv.edge.sinks import Sinks
-from edgecv.edge.sources import Source
 from edgecv.edge.stats import combined
 from edgecv.edge.streams import DetectionStreams
 
@@ -56,7 +55,7 @@ class EdgeLoop:
         self.model_name = manifest.model
         detector.configure(config.detect, config.tracker.low_score)
         self.groups = GroupMap(manifest.classes, manifest.groups, config.counting.groups)
-        if isinstance(sources, Source):
+        if not isinstance(sources, dict):  # one source
             name = config.sources[0].name if config.sources else DEFAULT_CAMERA
             sources = {name: sources}
         specs = {c.name: c for c in config.sources}

@@ -16,7 +16,6 @@ from typing import Protocol
 
 from edgecv.edge.annotate import VideoWriter, annotate
 from edgecv.edge.payloads import box_counts_message, counts_message, dlr_message, encode, event_message, stats_message
-from edgecv.edge.stats import combined
 
 log = logging.getLogger("edgecv.sinks")
 
