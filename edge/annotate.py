@@ -41,8 +41,8 @@ def annotate(image: np.ndarray, detections: Detections, groups: GroupMap, counti
     return out
 
 
-class VideoSink:
-    """Writes annotated frames to a video file (opened on the first frame, at its size)."""
+class VideoWriter:
+    """Writes frames to a video file (opened on the first frame, at its size)."""
 
     def __init__(self, path: str, fps: float = 15.0):
         self.path, self.fps, self._writer = path, fps, None
@@ -52,9 +52,10 @@ class VideoSink:
 
         if self._writer is None:
             fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.endswith(".mp4") else "MJPG"))
-            self._writer = cv2.VideoWriter(self.path, fourcc, self.fps, (frame.shape[1], frame.shape[0]))
-            if not self._writer.isOpened():
+            writer = cv2.VideoWriter(self.path, fourcc, self.fps, (frame.shape[1], frame.shape[0]))
+            if not writer.isOpened():  # (tried again on the next frame: each frame not written is a failure)
                 raise OSError(f"can't write video {self.path}")
+            self._writer = writer
         self._writer.write(frame)
 
     def close(self) -> None:

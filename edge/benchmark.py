@@ -97,7 +97,7 @@ def viewer_cost(detector, video: Path, frames: int, rounds: int = 2) -> dict:
     pictures = 0
     for _ in range(rounds):
         for mode in ("without", "with"):
-            loop = EdgeLoop(config, detector, _LoopedVideo(video, frames), None)
+            loop = EdgeLoop(config, detector, _LoopedVideo(video, frames))
             server = watcher = None
             if mode == "with":
                 server = WebServer(LiveView(loop, None, config.http), "127.0.0.1", 0, None).start()
@@ -191,6 +191,16 @@ def model_alone(detector, x, streams=None):
     return one if streams is None else spread
 
 
+def _loop(config, detector, sources, publisher=None):
+    """An ``EdgeLoop`` that publishes as `edgecv run` does when ``publisher`` is given."""
+    from edgecv.edge.loop import EdgeLoop, publishing_sinks
+
+    loop = EdgeLoop(config, detector, sources)
+    for sink in publishing_sinks(publisher, loop):
+        loop.sinks.add(sink)
+    return loop
+
+
 def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_frames: int = 0,
                   mqtt: str | None = None, progress=None, rounds: int = 6, round_frames: int = 300,
                   streams: int = 1) -> dict:
@@ -201,7 +211,7 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
     twice a second; publishing to ``mqtt`` if given, as `edgecv run` does; ``progress(frames_done)`` if given."""
     from edgecv.edge.config import RunConfig
     from edgecv.edge.detector import Detector
-    from edgecv.edge.loop import EdgeLoop, open_publisher
+    from edgecv.edge.loop import open_publisher
 
     page_cache_dropped = drop_page_cache()  # the libraries and artifact as read from disk (see drop_page_cache)
     detector = Detector(artifact)
@@ -221,22 +231,22 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
     def loop_round(streams_: int):
         def run(n: int) -> int:
             looped = config.replace(streams=streams_)
-            return EdgeLoop(looped, detector, _LoopedVideo(video, n), publisher).run(threading.Event()).frames
+            return _loop(looped, detector, _LoopedVideo(video, n), publisher).run(threading.Event()).frames
         return run
 
     # with streams, one stream's loop too, in the same rounds: what the streams gain, measured side by side
     loops = {f"{n} stream{'s' if n > 1 else ''}": loop_round(n) for n in sorted({1, streams})}
     try:
         paired = paired_rounds(alone, loops, rounds, round_frames)
-        loop = EdgeLoop(config, detector, source, publisher)
+        loop = _loop(config, detector, source, publisher)
         samples: list[tuple[int, float]] = [(0, status_mb("VmRSS"))]
         stop = threading.Event()
 
         def sample():
             while not stop.wait(0.5):
-                samples.append((loop.stats.frames, status_mb("VmRSS")))
+                samples.append((loop.cameras[0].stats.frames, status_mb("VmRSS")))
                 if progress is not None:
-                    progress(loop.stats.frames)
+                    progress(loop.cameras[0].stats.frames)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -304,4 +314,117 @@ def run_benchmark(artifact: Path, video: Path, frames: int, out: Path, viewer_fr
            "\nWeb view cost (interleaved rounds of {frames_per_round} frames, preview capped at {preview_fps_cap} "
            "fps): {fps_without_viewer} fps without a viewer, {fps_with_viewer} fps with one watching the live "
            "video ({slowdown_pct}% slower; {pictures_received} pictures received).\n".format(**result["viewer"])))
+    return result
+
+
+def _edgecv_run(artifact: Path, sources: list[str], frames: int, streams: int, env: dict):
+    """``edgecv run`` started as a user starts it (``--source`` per camera, ``--max-frames`` each)."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "edgecv", "run", "--artifact", str(artifact), "--max-frames", str(frames),
+            "--streams", str(streams)]
+    for source in sources:
+        args += ["--source", source]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _finish(proc) -> dict:
+    """The JSON summary of an ``edgecv run`` and its CPU seconds (user + system, from the kernel's rusage)."""
+    from edgecv.edge.errors import EdgecvError
+
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if proc.returncode != 0:
+        raise EdgecvError(f"edgecv run failed in the benchmark (exit {proc.returncode}): {err.strip()[-400:]}",
+                          "run the same command by hand to see why")
+    summary = json.loads(out.strip().splitlines()[-1])
+    summary["cpu_s"] = usage.ru_utime + usage.ru_stime
+    return summary
+
+
+def cameras_benchmark(artifact: Path, video: Path, cameras: int, frames: int, out: Path, streams: int = 1,
+                      rounds: int = 2) -> dict:
+    """``cameras`` sources (``video`` each) through one ``edgecv run`` against as many separate ``edgecv run``
+    processes started together, in interleaved rounds: frames/s per camera, peak RSS (one process's against the
+    sum of the separate ones'), the loop thread's CPU per frame (tracking, counting, sinks: beyond the model),
+    each reader's (decoding, preprocessing) and the whole process's CPU per frame. Writes
+    ``loop-<cameras>cameras.{json,md}`` in ``out``."""
+    env = {**os.environ, "HOME": os.environ.get("HOME", "/root")}
+    names = [f"cam{i + 1}" for i in range(cameras)]
+    one_rounds, separate_rounds = [], []
+    page_cache_dropped = drop_page_cache()
+    for round_ in range(rounds):
+        for mode in (("one", "separate") if round_ % 2 == 0 else ("separate", "one")):
+            start = time.perf_counter()
+            if mode == "one":
+                summary = _finish(_edgecv_run(artifact, [f"{n}={video}" for n in names], frames, streams, env))
+                wall = time.perf_counter() - start
+                one_rounds.append({
+                    "wall_s": round(wall, 2), "fps_per_camera": {n: round(frames / wall, 2) for n in names},
+                    "fps_per_camera_own": {n: c["fps"] for n, c in summary["cameras"].items()},
+                    "peak_rss_mb": summary["peak_rss_mb"], "loop_cpu_ms_per_frame": summary["loop_cpu_ms_per_frame"],
+                    "reader_cpu_ms_per_frame": {n: c["reader_cpu_ms_per_frame"] for n, c in summary["cameras"].items()},
+                    "process_cpu_ms_per_frame": round(1000 * summary["cpu_s"] / summary["frames"], 3)})
+            else:
+                procs = [_edgecv_run(artifact, [str(video)], frames, streams, env) for _ in names]
+                summaries = [_finish(p) for p in procs]
+                wall = time.perf_counter() - start
+                separate_rounds.append({
+                    "wall_s": round(wall, 2), "fps_per_camera": {n: round(frames / wall, 2) for n in names},
+                    "peak_rss_mb_each": [s["peak_rss_mb"] for s in summaries],
+                    "peak_rss_mb_sum": round(sum(s["peak_rss_mb"] for s in summaries), 1),
+                    "loop_cpu_ms_per_frame_each": [s["loop_cpu_ms_per_frame"] for s in summaries],
+                    "process_cpu_ms_per_frame": round(1000 * sum(s["cpu_s"] for s in summaries)
+                                                      / sum(s["frames"] for s in summaries), 3)})
+    med = lambda values: round(float(np.median(values)), 3)  # noqa: E731
+    one_rss, separate_rss = med([r["peak_rss_mb"] for r in one_rounds]), med([r["peak_rss_mb_sum"] for r in separate_rounds])
+    from edgecv.edge.artifact import read_manifest
+
+    result = {
+        "artifact": str(artifact), "model": read_manifest(artifact).model, "video": str(video), "cameras": cameras,
+        "frames_per_camera": frames, "streams": streams, "rounds": rounds,
+        "one_process": {"fps_per_camera": med([np.mean(list(r["fps_per_camera"].values())) for r in one_rounds]),
+                        "peak_rss_mb": one_rss,
+                        "loop_cpu_ms_per_frame": med([r["loop_cpu_ms_per_frame"] for r in one_rounds]),
+                        "reader_cpu_ms_per_frame": med([np.mean(list(r["reader_cpu_ms_per_frame"].values()))
+                                                        for r in one_rounds]),
+                        "process_cpu_ms_per_frame": med([r["process_cpu_ms_per_frame"] for r in one_rounds]),
+                        "rounds": one_rounds},
+        "separate_processes": {"fps_per_camera": med([np.mean(list(r["fps_per_camera"].values()))
+                                                      for r in separate_rounds]),
+                               "peak_rss_mb_sum": separate_rss,
+                               "process_cpu_ms_per_frame": med([r["process_cpu_ms_per_frame"] for r in separate_rounds]),
+                               "rounds": separate_rounds},
+        "rss_ratio": round(one_rss / separate_rss, 3) if separate_rss else None,
+        "goals": {"loop_cpu_ms_per_frame_at_most": 1.5, "rss_ratio_at_most": 0.4},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+                    "page_cache_dropped": page_cache_dropped},
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    one, separate = result["one_process"], result["separate_processes"]
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"loop-{cameras}cameras"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.md").write_text(
+        f"# {cameras} cameras: one process against {cameras} ({result['date']})\n\n"
+        f"{result['machine']['cpu']}, {result['machine']['cores']} cores, load average at the end "
+        f"{result['machine']['load_average_at_end']}; {page_cache_note(page_cache_dropped)}.\n\n"
+        f"{result['model']}, {Path(video).name} as each of {cameras} cameras, {frames} frames each, {streams} "
+        f"detection stream(s) per process; {rounds} interleaved rounds, medians.\n\n"
+        "| | frames/s per camera | peak RSS MB | loop CPU ms/frame (beyond the model) | reader CPU ms/frame | "
+        "process CPU ms/frame |\n|---|---|---|---|---|---|\n"
+        f"| one `edgecv run`, {cameras} sources | {one['fps_per_camera']} | {one['peak_rss_mb']} | "
+        f"**{one['loop_cpu_ms_per_frame']}** | {one['reader_cpu_ms_per_frame']} | {one['process_cpu_ms_per_frame']} |\n"
+        f"| {cameras} separate `edgecv run` | {separate['fps_per_camera']} | {separate['peak_rss_mb_sum']} (sum) | "
+        f"{med([med(r['loop_cpu_ms_per_frame_each']) for r in separate_rounds])} | | "
+        f"{separate['process_cpu_ms_per_frame']} |\n\n"
+        f"Peak RSS of the one process over the sum of the separate ones: **{result['rss_ratio']}** (goal: at most "
+        "0.4). Loop CPU: the loop thread's own CPU time (tracking, counting, publishing, the sinks) over the frames "
+        "it handled (goal: at most 1.5 ms); reader CPU: each camera's reader thread (video decoding, "
+        "preprocessing into the model's input); process CPU: everything, the model included, from the kernel's "
+        "rusage. Frames/s per camera: frames over the wall time of the round, start-up (loading the model) "
+        "included.\n")
     return result

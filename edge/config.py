@@ -6,6 +6,7 @@ Coordinates of lines and zones are fractions of the frame (0..1), so they surviv
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -42,11 +43,19 @@ def _zone_polygon(v) -> None:
         raise ValueError("polygon encloses no area (its corners are on one line or too close together)")
 
 
+Anchor = Literal["bottom_center", "center", "top_center"]
+
+
 class LineConfig(Record):
-    name: str = field("door", description="name used in events")
+    name: str = field("door", description="name used in events and in the counts' `lines`")
     points: tuple[Point, Point] = field(description="two points A, B as fractions of the frame", check=_line_points)
     in_side: Literal["left", "right"] = field(
         "left", description="side of the direction A->B that is 'inside': crossing towards it counts as in")
+    anchor: Anchor = field("bottom_center", description="the point of a person's box that crosses the line: "
+                           "bottom_center (the feet, what stands on the floor), center or top_center")
+    hysteresis: float = field(0.02, ge=0.0, le=0.5, description="how far (a fraction of the frame's diagonal) the "
+                              "anchor must be from the line, on one side and then on the other, for a crossing to "
+                              "count: a box jittering on the line counts nothing")
 
 
 class ZoneConfig(Record):
@@ -54,6 +63,8 @@ class ZoneConfig(Record):
     polygon: list[Point] = field(min_length=3, max_length=64, description="polygon corners, fractions of the frame",
                                  check=_zone_polygon)
     group: Literal["goods", "people"] = field("goods", description="which group is counted in the zone")
+    anchor: Anchor | None = field(None, description="the point of a box that must be inside: bottom_center, center "
+                                  "or top_center; unset: bottom_center for people, center for goods")
 
 
 def _self_intersection(polygon: list[Point]) -> tuple[int, int] | None:
@@ -97,7 +108,9 @@ class TrackerConfig(Record):
 
 
 class CountingConfig(Record):
-    window: int = field(15, ge=1, description="frames over which present/zone counts are smoothed (median)")
+    window: int = field(15, ge=1, description="frames over which the people and goods present are smoothed (median)")
+    inertia: int = field(5, ge=1, le=300, description="frames in a row an object's anchor must be inside (outside) "
+                         "a zone before it enters (leaves) it: a box on a zone's edge doesn't flicker")
     line: LineConfig | None = field(None, description="door line for people in/out")
     zones: list[ZoneConfig] = field(default_factory=list, description="shelf zones for goods")
     groups: dict[str, Literal["people", "goods", "ignore"]] = field(
@@ -107,6 +120,27 @@ class CountingConfig(Record):
         names = [z.name for z in self.zones]
         if len(names) != len(set(names)):
             raise ValueError(f"zone names must be unique, got {names}")
+
+
+DEFAULT_CAMERA = "main"  # the name of the one camera given as `--source URL` (or a component's `source`)
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class CameraConfig(Record):
+    name: str = field(pattern=_NAME, description="camera name in topics (<prefix>/<device>/<name>/...), messages, "
+                      "the web view and /metrics")
+    url: str = field(min_length=1, description="camera index or /dev/videoN, video file, rtsp:// or http:// stream, "
+                     "image folder or glob")
+    counting: CountingConfig | None = field(None, description="this camera's line, zones and smoothing; unset: the "
+                                            "top-level `counting`")
+
+
+def parse_source_arg(value: str) -> CameraConfig:
+    """``--source URL`` (the camera named ``main``) or ``--source NAME=URL``."""
+    name, sep, url = value.partition("=")
+    if sep and re.fullmatch(_NAME, name) and not re.match(r"^[a-z]+://", value):
+        return CameraConfig(name=name, url=url)
+    return CameraConfig(name=DEFAULT_CAMERA, url=value)
 
 
 class TlsConfig(Record):
@@ -169,7 +203,10 @@ class HttpConfig(Record):
 
 
 class RunConfig(Record):
-    device: str = field("edgecv", pattern=r"^[A-Za-z0-9_.-]+$", description="device name in topics and messages")
+    device: str = field("edgecv", pattern=_NAME, description="device name in topics and messages")
+    sources: list[CameraConfig] = field(default_factory=list, description="the cameras this box counts, each with "
+                                        "its own counts and topics, one detector shared by all; `edgecv run --source` "
+                                        "replaces them")
     detect: DetectConfig = field(default_factory=DetectConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     counting: CountingConfig = field(default_factory=CountingConfig)
@@ -178,6 +215,21 @@ class RunConfig(Record):
     streams: int = field(1, ge=1, le=16, description="frames detected at once, each by its own model instance "
                          "with its share of the cores: more frames/s, more memory (see README: Where we stand)")
     http: HttpConfig = field(default_factory=HttpConfig, description="the installer's web view")
+    state: Path | None = field(None, description="folder of the file that keeps the counting totals across restarts "
+                               "(<device>.totals.json); default: the folder of mqtt.outbox, else ~/.cache/edgecv/state")
+
+    def check(self) -> None:
+        names = [c.name for c in self.sources]
+        if len(names) != len(set(names)):
+            raise ValueError(f"camera names in sources must be unique, got {names}")
+
+    def counting_of(self, camera: CameraConfig) -> CountingConfig:
+        """A camera's counting: its own, or the top-level one."""
+        return camera.counting if camera.counting is not None else self.counting
+
+    def with_sources(self, sources: list[CameraConfig]) -> "RunConfig":
+        """This configuration counting ``sources`` (cameras given on the command line), or as it is when empty."""
+        return self.replace(sources=sources) if sources else self
 
 
 def parse_config(data: dict | None, origin: str = "configuration") -> RunConfig:

@@ -1,30 +1,32 @@
-"""The edge loop: Source -Frame-> Detector -Detections-> Tracker -> Counter -Counts-> sinks.
+"""The edge loop: cameras -Frame-> one shared Detector -Detections-> each camera's Tracker and Counter -> sinks.
 
-Frames are read and preprocessed in a thread (a file's ahead, so decoding overlaps inference; a live source's latest
-when a stream is free) and detected in ``config.streams`` parallel streams while the loop tracks and counts, in
-frame order. A sink that fails is logged and counted, never allowed to stop the loop.
+Each camera's frames are read and preprocessed in a thread of its own (a file's ahead, so decoding overlaps
+inference; a live source's latest when a buffer of its own is free) and handed to the box's detection streams
+(``config.streams`` model instances, whichever is free, for all cameras). The loop thread takes the results in the
+order they went in (so each camera's in frame order), tracks and counts them as that camera, and hands the record
+of the frame to the sinks. A camera that ends (a file, ``max_frames``) leaves the others going; a live camera that
+drops reconnects on its own. A frame the model can't take (``ValueError`` from preparing or detecting it) is
+skipped and counted; a sink that fails is logged and counted; any other exception is a bug: the run stops (the
+sinks are closed first, so the counts and totals are flushed) and the exception goes to the caller.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
-import sys
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgecv.edge.annotate import VideoSink, annotate
-from edgecv.edge.config import RunConfig
-from edgecv.edge.counting import Counter, Counts, GroupMap
-from edgecv.edge.detections import Detections
+from edgecv.edge.cameras import Camera
+from edgecv.edge.config import DEFAULT_CAMERA, CameraConfig, RunConfig
+from edgecv.edge.counting import Counts, GroupMap
 from edgecv.edge.detector import Detector
-from edgecv.edge.payloads import counts_message, dlr_message, encode, event_message, stats_message
-from edgecv.edge.sources import Source
-from edgecv.edge.stats import LoopStats
+from edgecv.edge.sinks import Sinks
+from edgecv.edge.stats import combined
 from edgecv.edge.streams import DetectionStreams
-from edgecv.edge.tracker import IouTracker
 
 log = logging.getLogger("edgecv.loop")
 _END = object()
@@ -34,37 +36,56 @@ _END = object()
 class Summary:
     frames: int
     fps: float
-    counts: Counts | None
+    counts: Counts | None       # the first camera's
     dropped: int
     errors: int
     queued: int
+    cameras: dict = field(default_factory=dict)  # name -> {frames, fps, dropped, errors, counts}
+    loop_cpu_ms_per_frame: float = 0.0
 
 
 class EdgeLoop:
-    def __init__(self, config: RunConfig, detector: Detector, source: Source, publisher=None,
-                 video: VideoSink | None = None, progress=None, max_frames: int | None = None, classifier=None):
-        self.config, self.detector, self.source, self.classifier = config, detector, source, classifier
-        self.publisher, self.video, self.max_frames = publisher, video, max_frames
-        self.progress = progress
+    def __init__(self, config: RunConfig, detector: Detector, sources, sinks=(), max_frames: int | None = None,
+                 classifier=None, totals: dict | None = None):
+        """``sources``: one ``Source`` (the camera ``config.sources[0]`` names, else ``main``), or camera name ->
+        ``Source`` in the order of ``config.sources``; ``sinks``: what gets each frame's record (``edge.sinks``);
+        ``max_frames``: per camera; ``totals``: camera name -> totals to start from (``TotalsFile.load``)."""
+        self.config, self.detector, self.max_frames = config, detector, max_frames
         manifest = detector.manifest
         self.model_name = manifest.model
         detector.configure(config.detect, config.tracker.low_score)
         self.groups = GroupMap(manifest.classes, manifest.groups, config.counting.groups)
-        self.tracker = IouTracker(config.tracker, high_score=config.detect.score_threshold)
-        self.counter = Counter(config.counting, self.groups)
-        self.stats = LoopStats()
-        self.counts: Counts | None = None
-        self._published_key = None
-        self._last_counts_at = self._last_stats_at = time.monotonic()
+        if not isinstance(sources, dict):  # one source
+            name = config.sources[0].name if config.sources else DEFAULT_CAMERA
+            sources = {name: sources}
+        specs = {c.name: c for c in config.sources}
+        ids = itertools.count(1)
+        self.cameras = [Camera(specs.get(name) or CameraConfig(name=name, url=source.name), source, config,
+                               self._groups_of(specs.get(name), config), ids, classifier)
+                        for name, source in sources.items()]
+        for camera in self.cameras:
+            camera.counter.restore((totals or {}).get(camera.name, {}))
+        self.sinks = sinks if isinstance(sinks, Sinks) else Sinks(sinks)
+        self.loop_cpu_s = 0.0
         self._pending: RunConfig | None = None
         self._pending_lock = threading.Lock()
-        self._reader: threading.Thread | None = None  # reads files ahead (live sources read in their own thread)
-        self.frame_listeners: list = []  # callables (frame, tracked detections, counts), e.g. a live view
+        self._readers: list[threading.Thread] = []
+
+    def _groups_of(self, spec: CameraConfig | None, config: RunConfig) -> GroupMap:
+        counting = config.counting_of(spec) if spec is not None else config.counting
+        if counting.groups == config.counting.groups and hasattr(self, "groups"):
+            return self.groups
+        manifest = self.detector.manifest
+        return GroupMap(manifest.classes, manifest.groups, counting.groups)
+
+    def camera(self, name: str) -> Camera:
+        return next(c for c in self.cameras if c.name == name)
 
     def reconfigure(self, config: RunConfig) -> None:
         """Apply a new configuration from any thread, at the next frame: thresholds (from the next frame a stream
-        starts on), tracker, counting (line/zone totals of the same name carry over), publishing interval. The
-        device name, source, model and streams are fixed for a loop's life: changing them means a new loop."""
+        starts on), tracker, each camera's counting (line/zone totals of the same name carry over), publishing
+        intervals. The device name, cameras, model and streams are fixed for a loop's life: changing them means a
+        new loop."""
         with self._pending_lock:
             self._pending = config
 
@@ -75,76 +96,44 @@ class EdgeLoop:
             return
         self.config = config
         self.detector.configure(config.detect, config.tracker.low_score)
-        self.groups = GroupMap(self.detector.manifest.classes, self.detector.manifest.groups, config.counting.groups)
-        self.tracker.configure(config.tracker, high_score=config.detect.score_threshold)
-        self.counter = Counter(config.counting, self.groups, previous=self.counter)
-        self._published_key = None  # publish the counts under the new configuration
+        manifest = self.detector.manifest
+        self.groups = GroupMap(manifest.classes, manifest.groups, config.counting.groups)
+        specs = {c.name: c for c in config.sources}
+        for camera in self.cameras:
+            camera.reconfigure(config, self._groups_of(specs.get(camera.name), config))
         log.info("configuration applied")
 
-    # --- sinks, each behind a guard ---
-    def _guard(self, what: str, fn, *args) -> None:
-        try:
-            fn(*args)
-        except Exception as exc:  # a sink must never stop the loop
-            self.stats.errors += 1
-            log.error("%s failed: %s", what, exc)
+    def stats_snapshot(self, queued: int) -> tuple[dict, dict, dict]:
+        """(the box's stats, each camera's, each sink's failures) for a stats message; starts a new interval."""
+        latencies = [c.stats.latencies_ms() for c in self.cameras]
+        cameras = {c.name: c.snapshot(reset=True) for c in self.cameras}
+        box = combined(list(cameras.values()), latencies, queued)
+        box["errors"] += self.sinks.errors
+        return box, cameras, dict(self.sinks.failures)
 
-    def _publish_counts(self, frame_index: int, ts: float, force: bool = False) -> None:
-        if self.publisher is None or self.counts is None:
-            return
-        now = time.monotonic()
-        if force or self.counts.key() != self._published_key or now - self._last_counts_at >= self.config.mqtt.interval:
-            message = counts_message(self.config.device, self.model_name, frame_index, ts, self.counts)
-            self.publisher.publish("counts", lambda seq: encode({**message, "seq": seq}))
-            self._published_key, self._last_counts_at = self.counts.key(), now
-
-    def _publish_events(self, events, frame_index: int, ts: float) -> None:
-        for event in events:
-            message = event_message(self.config.device, self.model_name, frame_index, ts, event)
-            self.publisher.publish("events", lambda seq, m=message: encode({**m, "seq": seq}))
-
-    def _publish_stats(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.publisher is None or not (force or now - self._last_stats_at >= self.config.stats_interval):
-            return
-        message = stats_message(self.config.device, time.time(),
-                                self.stats.snapshot(self.source.dropped, len(self.publisher.outbox)))
-        self.publisher.publish("stats", lambda seq: encode({**message, "seq": seq}), qos=0)
-        self._last_stats_at = now
-
-    # --- the loop ---
+    # --- reading: a thread per camera ---
     def _detections(self, stop: threading.Event, streams: DetectionStreams):
-        """(frame, future of its detections and latency), in frame order. A reader thread takes the frames and
-        preprocesses each (OpenCV and numpy release the GIL) into an input buffer the model reads in place, then
-        hands it to the detection streams, which run while the loop tracks and counts the frames before. Each
-        buffer is given back once its detection is done, and the reader takes a buffer before it takes a frame:
-        a live source's latest frame is taken when a stream is free to start on it (one buffer per stream), a
-        file's frames are read ahead (a few more buffers)."""
-        live = self.source.live
-        # as many frames queued as there are streams: one more (a frame and an input buffer) held 2.2 MB more at
-        # peak and gained nothing (vtest.avi, alternating runs of the OID detector, float32 and int8, 1 and 2
-        # streams: the same frames/s within the runs' spread)
-        ahead: queue.Queue = queue.Queue(maxsize=streams.count)
-        free: queue.Queue = queue.Queue()
-        # one buffer per stream for a live source; for a file, one for each frame queued ahead, the one being read
-        # and the loop's current one
-        for _ in range(streams.count if live else ahead.maxsize + 2):
-            free.put(self.detector.input_buffer())
+        """(camera, frame, future of its detections and latency), in the order the frames went to the streams.
+        Each camera's reader takes a frame, preprocesses it (OpenCV and numpy release the GIL) into an input
+        buffer of its own the model reads in place, hands it to the streams and queues it for the loop. A buffer
+        is given back once its detection is done, and a reader takes a buffer before it takes a frame: a live
+        camera's latest frame is taken when a stream could start on it (one buffer per stream), a file's frames
+        are read ahead (a few more buffers). A reader's exception (a bug, or a source error) ends the run."""
+        # as many frames queued per camera as there are streams: one more (a frame and an input buffer) held 2.2 MB
+        # more at peak and gained nothing (vtest.avi, the OID detector, float32 and int8, 1 and 2 streams)
+        ahead: queue.Queue = queue.Queue(maxsize=streams.count * len(self.cameras))
 
-        def patiently(operation, *args):
-            """(True, result) of a queue ``operation``, retried until it succeeds; (False, None) if the loop stops
-            first (then nobody would take or give back anything)."""
-            while not stop.is_set():
+        def patiently(camera, operation, *args):
+            """(True, result) of a queue ``operation``, retried until it succeeds; (False, None) if the camera
+            or the loop stops first (then nobody would take or give back anything)."""
+            while not (stop.is_set() or camera.stop.is_set()):
                 try:
                     return True, operation(*args, timeout=0.2)
                 except (queue.Full, queue.Empty):
                     continue
             return False, None
 
-        def offer(item) -> bool:
-            return patiently(ahead.put, item)[0]
-
-        def detect(frame, buffer):
+        def detect(free: queue.Queue, frame, buffer):
             try:
                 prepared = self.detector.prepare(frame.image, buffer)
             except ValueError as exc:  # a frame the model can't take: the loop meets the error and skips it
@@ -156,126 +145,101 @@ class EdgeLoop:
             detection.add_done_callback(lambda _: free.put(buffer))
             return detection
 
-        def read():
+        def read(camera: Camera):
+            free: queue.Queue = queue.Queue()
+            # one buffer per stream for a live source; for a file, one for each frame queued ahead, the one being
+            # read and the loop's current one
+            for _ in range(streams.count if camera.source.live else streams.count + 2):
+                free.put(self.detector.input_buffer())
+            end = _END
             try:
-                frames = self.source.frames(stop)
+                frames = camera.source.frames(camera.stop)
                 while True:
-                    got, buffer = patiently(free.get)
+                    got, buffer = patiently(camera, free.get)
                     frame = next(frames, None) if got else None
                     if frame is None:
                         return
-                    if not offer((frame, detect(frame, buffer))):
+                    if not patiently(camera, ahead.put, (camera, frame, detect(free, frame, buffer)))[0]:
                         return
             except Exception as exc:
-                log.error("reading %s failed: %s", self.source.name, exc)
+                end = exc
             finally:
-                offer(_END)
+                camera.reader_cpu_s = time.thread_time()
+                while not stop.is_set():  # the loop must hear of the end (it drains the queue till then)
+                    try:
+                        ahead.put((camera, None, end), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
 
-        self._reader = threading.Thread(target=read, name="edgecv-read", daemon=True)
-        self._reader.start()
-        while True:
+        self._readers = [threading.Thread(target=read, args=(c,), name=f"edgecv-read-{c.name}", daemon=True)
+                         for c in self.cameras]
+        for reader in self._readers:
+            reader.start()
+        running = len(self.cameras)
+        while running and not stop.is_set():
             try:
-                item = ahead.get(timeout=0.2)
+                camera, frame, item = ahead.get(timeout=0.2)
             except queue.Empty:
-                if stop.is_set():  # stopped from outside (a signal): the reader queues nothing more
-                    return
                 continue
-            if item is _END:
-                return
-            yield item
+            if frame is None:  # a camera's reader ended
+                running -= 1
+                camera.stop.set()
+                if item is not _END:
+                    raise item
+                log.info("camera %s ended after %d frames", camera.name, camera.stats.frames)
+                continue
+            if not camera.stop.is_set():
+                yield camera, frame, item
 
-    def _close_source(self) -> None:
-        """Close the source once its reader has let go of it: the reader may be inside a read (closing an
-        OpenCV capture another thread is reading from is a use-after-free)."""
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-            if self._reader.is_alive():
-                log.warning("the reader of %s did not stop within 5 s; closing it anyway", self.source.name)
-        self.source.close()
+    def _close_sources(self) -> None:
+        """Close each source once its reader has let go of it: the reader may be inside a read (closing an OpenCV
+        capture another thread is reading from is a use-after-free)."""
+        for camera in self.cameras:
+            camera.stop.set()
+        for reader, camera in zip(self._readers, self.cameras):
+            reader.join(timeout=5)
+            if reader.is_alive():
+                log.warning("the reader of %s did not stop within 5 s; closing it anyway", camera.name)
+        for camera in self.cameras:
+            camera.source.close()
 
-    def step(self, frame, detections: Detections, latency: float = 0.0) -> None:
-        """Track, count and publish one frame's detections (``latency``: seconds the detector took)."""
+    def step(self, camera: Camera, frame, detections, latency: float = 0.0) -> None:
+        """Track, count and hand on one frame of ``camera``."""
         self._apply_pending()
-        self.stats.frame(latency)
-        tracked = self.tracker.update(detections)
-        h, w = frame.image.shape[:2]
-        goods_types = None
-        if self.classifier is not None:
-            goods = self.groups.groups(tracked.class_ids) == "goods"
-            goods_types = self.classifier.update(frame.image, tracked, goods, frame.index)
-        self.counts, events = self.counter.update(tracked, (w, h), goods_types)
-        if self.publisher is not None:
-            self._guard("publishing events", self._publish_events, events, frame.index, frame.timestamp)
-            self._guard("publishing counts", self._publish_counts, frame.index, frame.timestamp)
-            self._guard("publishing stats", self._publish_stats)
-            if self.config.mqtt.format == "dlr":
-                confident = detections[detections.scores >= self.config.detect.score_threshold]
-                payload = encode(dlr_message(frame.timestamp, confident, self.groups.name))
-                self._guard("publishing DLR message", self.publisher.publish_raw, self.config.mqtt.dlr_topic, payload)
-        if self.video is not None:
-            self._guard("writing video", lambda: self.video.write(
-                annotate(frame.image, tracked, self.groups, self.config.counting, self.counts)))
-        for listener in self.frame_listeners:
-            self._guard("frame listener", listener, frame, tracked, self.counts)
-        if self.progress is not None:
-            self._guard("progress", self.progress.update, self)
+        self.sinks.handle(camera.step(frame, detections, latency))
 
     def run(self, stop: threading.Event) -> Summary:
-        last = None
         streams = self.detector.streams(self.config.streams)
+        cpu_start = time.thread_time()
         try:
-            for frame, detection in self._detections(stop, streams):
+            for camera, frame, detection in self._detections(stop, streams):
                 try:
-                    self.step(frame, *detection.result())
+                    detections, latency = detection.result()
                 except ValueError as exc:  # a frame the model can't take: skip it, keep counting
-                    self.stats.errors += 1
-                    log.warning("skipping frame %d: %s", frame.index, exc)
+                    camera.stats.errors += 1
+                    log.warning("skipping frame %d of %s: %s", frame.index, camera.name, exc)
                     continue
-                last = frame
-                if self.max_frames and self.stats.frames >= self.max_frames:
-                    break
+                self.step(camera, frame, detections, latency)
+                if self.max_frames and camera.stats.frames >= self.max_frames:
+                    camera.stop.set()
         finally:
+            self.loop_cpu_s = time.thread_time() - cpu_start
             stop.set()
-            self._close_source()
+            self._close_sources()
             streams.settle()
-            if last is not None:
-                self._guard("publishing final counts", self._publish_counts, last.index, last.timestamp, True)
-            self._guard("publishing final stats", self._publish_stats, True)
-            if self.video is not None:
-                self.video.close()
-            if self.progress is not None:
-                self.progress.close(self)
-        queued = len(self.publisher.outbox) if self.publisher is not None else 0
-        return Summary(self.stats.frames, self.stats.overall_fps, self.counts,
-                       self.source.dropped, self.stats.errors + self.source.errors, queued)
+            self.sinks.close()  # final counts, stats and totals: also when the run stops on an error
+        return self.summary()
 
-
-class ProgressLine:
-    """A one-line status on a terminal (redrawn), or a line every 10 s when not a terminal."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self._last = 0.0
-
-    def update(self, loop: EdgeLoop) -> None:
-        now = time.monotonic()
-        if now - self._last < (0.5 if self.tty else 10.0):
-            return
-        self._last = now
-        self.stream.write(("\r" if self.tty else "") + self._text(loop) + ("" if self.tty else "\n"))
-        self.stream.flush()
-
-    def _text(self, loop: EdgeLoop) -> str:
-        c = loop.counts
-        counts = f"people {c.people} goods {c.goods} in {c.people_in} out {c.people_out}" if c else "-"
-        queued = f" queued {len(loop.publisher.outbox)}" if loop.publisher is not None else ""
-        return (f"frames {loop.stats.frames}  {loop.stats.overall_fps:5.1f} fps  {counts}  "
-                f"dropped {loop.source.dropped}{queued}")
-
-    def close(self, loop: EdgeLoop) -> None:
-        self.stream.write(("\r" if self.tty else "") + self._text(loop) + "\n")
-        self.stream.flush()
+    def summary(self) -> Summary:
+        frames = sum(c.stats.frames for c in self.cameras)
+        cameras = {c.name: {"frames": c.stats.frames, "fps": round(c.stats.overall_fps, 2), "dropped": c.dropped,
+                            "errors": c.errors, "counts": c.counts,
+                            "reader_cpu_ms_per_frame": round(1000 * c.reader_cpu_s / max(c.stats.frames, 1), 3)}
+                   for c in self.cameras}
+        return Summary(frames, sum(c.stats.overall_fps for c in self.cameras), self.cameras[0].counts,
+                       sum(c.dropped for c in self.cameras), sum(c.errors for c in self.cameras) + self.sinks.errors,
+                       0, cameras, round(1000 * self.loop_cpu_s / max(frames, 1), 3))
 
 
 def default_outbox(device: str, configured: Path | None) -> Path:
@@ -292,3 +256,15 @@ def open_publisher(config: RunConfig):
     from edgecv.edge.outbox import Outbox
 
     return MqttPublisher(config.mqtt, config.device, Outbox(default_outbox(config.device, config.mqtt.outbox))).start()
+
+
+def publishing_sinks(publisher, loop: EdgeLoop) -> list:
+    """The sinks that publish: counts, events and stats, and the DLR-shaped detections with ``mqtt.format: dlr``."""
+    from edgecv.edge.sinks import DlrSink, PublishSink
+
+    if publisher is None:
+        return []
+    sinks = [PublishSink(publisher, loop)]
+    if loop.config.mqtt is not None and loop.config.mqtt.format == "dlr":
+        sinks.append(DlrSink(publisher, loop))
+    return sinks

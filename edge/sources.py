@@ -38,6 +38,8 @@ class Source:
     live: bool = False
     dropped: int = 0
     errors: int = 0
+    connected: bool = True   # a live source: delivering frames (False while it reconnects)
+    reconnects: int = 0
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -140,6 +142,7 @@ class LiveSource(Source):
             ok, image = cap.read() if cap is not None else (False, None)
             if ok and _usable(image):
                 backoff = 1.0
+                self.connected = True
                 with self._cond:
                     if self._latest is not None:
                         self.dropped += 1  # the detector didn't take the previous one in time
@@ -152,6 +155,8 @@ class LiveSource(Source):
                 continue
             if cap is not None:
                 cap.release()
+            self.connected = False
+            self.reconnects += 1
             log.warning("%s stopped delivering frames; reconnecting in %.0f s", self.name, backoff)
             if self._stop.wait(backoff):
                 break
@@ -189,3 +194,21 @@ def open_source(spec: str, realtime: bool = False) -> Source:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFolderSource(spec)
     return VideoFileSource(spec, realtime=realtime)
+
+
+def open_sources(cameras, realtime: bool = False) -> dict[str, Source]:
+    """Camera name -> opened ``Source`` for each ``CameraConfig``; if one can't be opened, those already open are
+    closed and the error names the camera."""
+    opened: dict[str, Source] = {}
+    try:
+        for camera in cameras:
+            try:
+                opened[camera.name] = open_source(camera.url, realtime=realtime)
+            except SourceError as exc:
+                prefix = f"camera {camera.name}: " if len(cameras) > 1 else ""
+                raise SourceError(prefix + exc.problem, exc.fix) from None
+    except BaseException:
+        for source in opened.values():
+            source.close()
+        raise
+    return opened

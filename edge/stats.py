@@ -44,6 +44,9 @@ class LoopStats:
             self._interval_frames, self._since = 0, now
         return out
 
+    def latencies_ms(self) -> np.ndarray:
+        return np.asarray(self._latencies, float) * 1000
+
     @property
     def overall_fps(self) -> float:
         return self.frames / max(time.monotonic() - self._started, 1e-9)
@@ -54,3 +57,13 @@ class LoopStats:
         if len(self._recent) < 2:
             return 0.0
         return (len(self._recent) - 1) / max(self._recent[-1] - self._recent[0], 1e-9)
+
+
+def combined(snapshots: list[dict], latencies_ms: list[np.ndarray], queued: int) -> dict:
+    """One snapshot over several cameras' (``snapshot(reset=False)`` each, and their interval's latencies)."""
+    lat = np.concatenate([*latencies_ms, np.zeros(0)]) if latencies_ms else np.zeros(0)
+    lat = lat if lat.size else np.zeros(1)
+    return {"frames": sum(s["frames"] for s in snapshots), "fps": round(sum(s["fps"] for s in snapshots), 2),
+            "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 2), "p99": round(float(np.percentile(lat, 99)), 2)},
+            "dropped": sum(s["dropped"] for s in snapshots), "errors": sum(s["errors"] for s in snapshots),
+            "queued": int(queued)}

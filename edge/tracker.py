@@ -5,6 +5,7 @@ otherwise be lost (an occluded person keeps their id). Tracks unseen for ``max_a
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,8 +44,8 @@ def _greedy(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
 class IouTracker:
     config: TrackerConfig = field(default_factory=TrackerConfig)
     high_score: float = 0.5
-    _tracks: list[_Track] = field(default_factory=list)
-    _next_id: int = 1
+    ids: itertools.count = field(default_factory=lambda: itertools.count(1))  # shared by the cameras of a box:
+    _tracks: list[_Track] = field(default_factory=list)                     # an id means one track in the box
 
     def configure(self, config: TrackerConfig, high_score: float) -> None:
         """New thresholds for the next frames; live tracks keep their ids."""
@@ -74,9 +75,8 @@ class IouTracker:
         for t in unmatched_tracks:
             self._tracks[t].age += 1
         for d in np.flatnonzero((ids < 0) & (detections.scores >= self.high_score)):
-            self._tracks.append(_Track(self._next_id, detections.boxes[d], int(detections.class_ids[d])))
-            ids[d] = self._next_id
-            self._next_id += 1
+            ids[d] = next(self.ids)
+            self._tracks.append(_Track(int(ids[d]), detections.boxes[d], int(detections.class_ids[d])))
         self._tracks = [t for t in self._tracks if t.age <= self.config.max_age]
         confirmed = {t.id for t in self._tracks if t.hits >= self.config.min_hits}
         keep = np.array([i in confirmed for i in ids], bool)

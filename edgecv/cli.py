@@ -78,48 +78,70 @@ def _cmd_infer(args) -> int:
     return 0
 
 
+def _counts_json(c) -> dict | None:
+    return None if c is None else {"people": c.people, "goods": c.goods, "people_in": c.people_in,
+                                   "people_out": c.people_out, "zones": c.zones, "goods_types": c.goods_types,
+                                   "lines": c.lines, "zone_detail": c.zone_detail}
+
+
 def _cmd_run(args) -> int:
     import logging
     import signal
     import threading
+    import traceback
 
-    from edgecv.edge.annotate import VideoSink
-    from edgecv.edge.config import load_config
+    from edgecv.edge.config import load_config, parse_source_arg
     from edgecv.edge.detector import Detector
-    from edgecv.edge.loop import EdgeLoop, ProgressLine, open_publisher
+    from edgecv.edge.errors import ConfigError
+    from edgecv.edge.loop import EdgeLoop, open_publisher, publishing_sinks
     from edgecv.edge.memory import status_mb
-    from edgecv.edge.sources import open_source
+    from edgecv.edge.sinks import ProgressSink, StateSink, VideoSink
+    from edgecv.edge.sources import open_sources
+    from edgecv.edge.state import TotalsFile, default_state_dir
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {k: v for k, v in {"mqtt.url": args.mqtt, "device": args.device_name,
                                    "streams": args.streams}.items() if v is not None}
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, overrides).with_sources([parse_source_arg(s) for s in args.source or []])
+    if not config.sources:
+        raise ConfigError("no camera to count from", "pass --source URL (or NAME=URL, once per camera), or list "
+                          "the cameras under `sources:` in --config")
     if args.validate_config:
-        print(f"{args.config or 'options'}: valid")
+        print(f"{args.config or 'options'}: valid ({len(config.sources)} camera{'s' * (len(config.sources) > 1)})")
         return 0
     if (args.http or config.http.listen) and importlib.util.find_spec("aiohttp") is None:
         raise EdgecvError("the web view (--http, http.listen) needs aiohttp, which is not installed",
                           "pip install 'edgecv[web]', or run without --http")
     detector = Detector(args.artifact, config.detect, backend=args.backend)
-    source = open_source(args.source, realtime=args.realtime)
+    sources = open_sources(config.sources, realtime=args.realtime)
     publisher = open_publisher(config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    video = VideoSink(str(args.save_video), fps=getattr(source, "fps", 15.0)) if args.save_video else None
     classifier = None
     if args.classifier:
         from edgecv.edge.classify import CropClassifier
 
         classifier = CropClassifier(args.classifier)
-    loop = EdgeLoop(config, detector, source, publisher, video, ProgressLine(), args.max_frames, classifier)
+    totals = TotalsFile(default_state_dir(config.state, config.mqtt.outbox if config.mqtt else None), config.device)
+    loop = EdgeLoop(config, detector, sources, max_frames=args.max_frames, classifier=classifier, totals=totals.load())
+    for sink in publishing_sinks(publisher, loop):
+        loop.sinks.add(sink)
+    if args.save_video:
+        loop.sinks.add(VideoSink(args.save_video, list(sources),
+                                 {name: getattr(s, "fps", 15.0) for name, s in sources.items()}))
+    loop.sinks.add(StateSink(totals, loop))
+    loop.sinks.add(ProgressSink(loop))
     web = None
     if args.http or config.http.listen:
         from edgecv.edge.web import start_web
 
-        web = start_web(loop, config, args.config, args.http)
+        web = start_web(loop, config, args.config, args.http, publisher)
+    failure = None
     try:
         summary = loop.run(stop)
+    except Exception as exc:  # the loop closed its sinks (counts and totals flushed): deliver them, then fail
+        failure, summary = exc, loop.summary()
     finally:
         if web is not None:
             web.stop()
@@ -130,31 +152,42 @@ def _cmd_run(args) -> int:
             print(f"edgecv run: {len(publisher.outbox)} messages not yet delivered are kept in "
                   f"{publisher.outbox.path}; they are sent on the next run", file=sys.stderr)
         publisher.outbox.close()
-    c = summary.counts
     print(json.dumps({"frames": summary.frames, "fps": round(summary.fps, 2), "dropped": summary.dropped,
                       "errors": summary.errors, "peak_rss_mb": round(status_mb("VmHWM"), 1),
-                      "counts": None if c is None else {
-                          "people": c.people, "goods": c.goods, "people_in": c.people_in,
-                          "people_out": c.people_out, "zones": c.zones, "goods_types": c.goods_types}}))
+                      "loop_cpu_ms_per_frame": summary.loop_cpu_ms_per_frame,
+                      "counts": _counts_json(summary.counts),
+                      "cameras": {name: {**c, "counts": _counts_json(c["counts"])}
+                                  for name, c in summary.cameras.items()}}))
+    code = 0
+    if isinstance(failure, EdgecvError):
+        print(f"edgecv run: error: {failure}", file=sys.stderr)
+        code = failure.exit_code
+    elif failure is not None:  # a bug: the whole traceback, and a non-zero exit
+        traceback.print_exception(failure, file=sys.stderr)
+        print(f"edgecv run: error: the run stopped on a bug ({type(failure).__name__}: {failure}); the counts so "
+              "far were published and saved", file=sys.stderr)
+        code = 1
     # Everything is delivered or kept on disk and the video is closed: leave without the interpreter's
     # teardown, during which ONNX Runtime's thread pool (the onnxruntime reference backend) intermittently
     # aborted the process after the work was done
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifact", required=True, type=Path, help="detector artifact folder (edgecv compile --out)")
-    p.add_argument("--source", required=True, help="camera index or /dev/videoN, video file, rtsp:// or http:// "
-                   "stream, image folder or glob")
+    p.add_argument("--source", action="append", metavar="[NAME=]URL",
+                   help="a camera: index or /dev/videoN, video file, rtsp:// or http:// stream, image folder or glob; "
+                   "NAME= names it (default: main); repeat for several cameras (replaces `sources:` of --config)")
     p.add_argument("--config", type=Path, help="YAML configuration (see config.example.yaml)")
     p.add_argument("--classifier", type=Path, metavar="DIR",
                    help="a classifier artifact that names the sub-type of each goods track (crop classification)")
     p.add_argument("--mqtt", metavar="URL", help="broker, e.g. mqtt://127.0.0.1:1883 (overrides mqtt.url)")
     p.add_argument("--device-name", help="device name in topics and messages (overrides device)")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    p.add_argument("--save-video", type=Path, metavar="OUT.mp4", help="write annotated frames")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop each camera after N frames")
+    p.add_argument("--save-video", type=Path, metavar="OUT.mp4",
+                   help="write annotated frames (several cameras: OUT-<camera>.mp4 each)")
     p.add_argument("--realtime", action="store_true", help="pace video files at their frame rate")
     p.add_argument("--streams", type=int, metavar="N", help="frames detected at once, each by its own model "
                    "instance on its share of the cores (overrides streams; default 1)")
@@ -168,7 +201,13 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_bench_loop(args) -> int:
-    from edgecv.edge.benchmark import run_benchmark
+    from edgecv.edge.benchmark import cameras_benchmark, run_benchmark
+
+    if args.cameras > 1:
+        result = cameras_benchmark(args.artifact, args.video, args.cameras, args.frames, args.out, args.streams,
+                                   args.rounds)
+        print(json.dumps(result, indent=2))
+        return 0
 
     def progress(done: int) -> None:
         if sys.stderr.isatty():
@@ -193,6 +232,10 @@ def _add_bench_loop(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="where loop.json/loop.md go")
     p.add_argument("--mqtt", metavar="URL", help="also publish the counts to this broker, as `edgecv run` does")
     p.add_argument("--streams", type=int, default=1, metavar="N", help="the loop's detection streams (default 1)")
+    p.add_argument("--cameras", type=int, default=1, metavar="N",
+                   help="N > 1: the video as N cameras in one `edgecv run` against N separate `edgecv run` processes "
+                   "(frames/s per camera, the loop's CPU per frame, peak RSS), --frames each, --rounds interleaved "
+                   "rounds; writes loop-<N>cameras.{json,md}")
     p.add_argument("--viewer-frames", type=int, default=0, metavar="N",
                    help="also measure the web view's cost: rounds of N frames without and with a live viewer")
 

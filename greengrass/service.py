@@ -1,9 +1,10 @@
 """The counter component's runtime (``edgecv component serve``): the edge loop driven by Greengrass.
 
 - Reads the component configuration over IPC and validates it (``settings.parse_component_config``).
-- Subscribes to configuration updates and applies them live: thresholds, tracker, line, zones and intervals
-  through ``EdgeLoop.reconfigure`` (totals carried over); a new source or model rebuilds only the pipeline
-  (a new ``EdgeLoop`` with the same publisher and outbox); a new publish target or device, the publisher.
+- Subscribes to configuration updates and applies them live: thresholds, tracker, each camera's line, zones and
+  intervals through ``EdgeLoop.reconfigure`` (totals carried over); new cameras or a new model rebuild only the
+  pipeline (a new ``EdgeLoop`` with the same publisher and outbox; totals kept in the state file beside the
+  outbox); a new publish target or device, the publisher.
 - Publishes through ``IpcPublisher`` (``iotcore`` / ``local``) or ``MqttPublisher`` (``mqtt``), both over the
   durable outbox under the component's work folder.
 - Reports ``RUNNING`` once counting, ``ERRORED`` before exiting on an error; a lost IPC connection is
@@ -54,20 +55,29 @@ def find_artifact(path: Path) -> Path:
 
 
 class Pipeline:
-    """Source -> detector -> ... -> publisher, running an ``EdgeLoop`` in its own thread."""
+    """Cameras -> one detector -> ... -> sinks (publisher, totals, progress), running an ``EdgeLoop`` in its own
+    thread."""
 
     def __init__(self, settings: ComponentSettings, model_dir: Path, publisher, events: queue.Queue,
-                 progress=None):
+                 progress: bool = False):
         from edgecv.edge.detector import Detector
-        from edgecv.edge.loop import EdgeLoop
-        from edgecv.edge.sources import open_source
+        from edgecv.edge.loop import EdgeLoop, publishing_sinks
+        from edgecv.edge.sinks import ProgressSink, StateSink
+        from edgecv.edge.sources import open_sources
+        from edgecv.edge.state import TotalsFile, default_state_dir
 
         self.settings = settings
         self.artifact = find_artifact(Path(settings.model) if settings.model else model_dir)
         detector = Detector(self.artifact, settings.run.detect)
-        source = open_source(settings.source)
-        self.loop = EdgeLoop(settings.run, detector, source, publisher, progress=progress,
-                             max_frames=settings.max_frames or None)
+        run = settings.run
+        sources = open_sources(run.sources)
+        totals = TotalsFile(default_state_dir(run.state, run.mqtt.outbox), run.device)
+        self.loop = EdgeLoop(run, detector, sources, max_frames=settings.max_frames or None, totals=totals.load())
+        for sink in publishing_sinks(publisher, self.loop):
+            self.loop.sinks.add(sink)
+        self.loop.sinks.add(StateSink(totals, self.loop))
+        if progress:
+            self.loop.sinks.add(ProgressSink(self.loop, sys.stderr))
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
         self.summary = None
@@ -75,7 +85,8 @@ class Pipeline:
         self._thread = threading.Thread(target=self._run, name="edgecv-pipeline", daemon=True)
 
     def start(self) -> "Pipeline":
-        log.info("counting from %s with %s", self.settings.source, self.artifact)
+        log.info("counting from %s with %s", ", ".join(f"{c.name} ({c.url})" for c in self.settings.run.sources),
+                 self.artifact)
         self._thread.start()
         return self
 
@@ -104,7 +115,7 @@ class CounterService:
     """The component: one IPC session, one publisher, one pipeline at a time."""
 
     def __init__(self, session: IpcSession, model_dir: Path, work: Path | None = None, component: str = COMPONENT,
-                 flush_timeout: float = 5.0, progress=None, connect_deadline: float = 30.0):
+                 flush_timeout: float = 5.0, progress: bool = False, connect_deadline: float = 30.0):
         self.session, self.model_dir, self.component = session, Path(model_dir), component
         self.connect_deadline = connect_deadline
         self.work = Path(work) if work else Path.cwd()
@@ -165,7 +176,8 @@ class CounterService:
         except EdgecvError as exc:
             self.config_errors.append(str(exc))
             log.error("%s; going on with the previous source and model", exc)
-            previous = ComponentSettings(old.source, settings.publish, old.model, old.max_frames, settings.run)
+            previous = ComponentSettings(old.source, settings.publish, old.model, old.max_frames,
+                                         settings.run.replace(sources=old.run.sources))
             self._start_pipeline(previous)
             return previous
 
@@ -275,10 +287,8 @@ class CounterService:
 def serve(model_dir: Path, work: Path | None = None, component: str = COMPONENT, flush_timeout: float = 5.0,
           stop: threading.Event | None = None) -> int:
     """``edgecv component serve``: run as the nucleus started us (IPC socket and token from the environment)."""
-    from edgecv.edge.loop import ProgressLine
-
     session = IpcSession()
-    service = CounterService(session, model_dir, work, component, flush_timeout, progress=ProgressLine(sys.stderr))
+    service = CounterService(session, model_dir, work, component, flush_timeout, progress=True)
     return service.run(stop or threading.Event())
 
 

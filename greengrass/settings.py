@@ -15,20 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edgecv.edge.config import MqttConfig, RunConfig
+from edgecv.edge.config import DEFAULT_CAMERA, CameraConfig, MqttConfig, RunConfig
 from edgecv.edge.errors import ConfigError
 from edgecv.edge.typed import Invalid, field
 from edgecv.greengrass import COMPONENT, PUBLISH_TARGETS
 
 ACCESS_CONTROL = "accessControl"
-KINDS = ("counts", "events", "stats", "status")   # the topics a publisher uses: <prefix>/<device>/<kind>
+BOX_KINDS = ("counts", "stats", "status")      # the box's topics: <prefix>/<device>/<kind>
+CAMERA_KINDS = ("counts", "events")            # each camera's: <prefix>/<device>/<camera>/<kind>
 
 
 class ComponentConfig(RunConfig):
-    """``RunConfig`` (device, detect, tracker, counting, mqtt, stats_interval, streams) and the component's own keys."""
+    """``RunConfig`` (device, sources, detect, tracker, counting, mqtt, stats_interval, streams) and the component's
+    own keys."""
 
-    source: str = field(min_length=1, description="camera index or /dev/videoN, video file, rtsp:// or http:// "
-                        "stream, image folder or glob")
+    source: str = field("", description="one camera (named main): camera index or /dev/videoN, video file, rtsp:// "
+                        "or http:// stream, image folder or glob; ignored when `sources` lists cameras")
     publish: Literal["iotcore", "local", "mqtt"] = field(
         "iotcore", description="iotcore: AWS IoT Core through the nucleus (IPC PublishToIoTCore); local: the "
         "nucleus' local pub/sub (IPC PublishToTopic); mqtt: straight to the broker in mqtt.url")
@@ -36,6 +38,12 @@ class ComponentConfig(RunConfig):
     max_frames: int = field(0, ge=0, description="stop after this many frames (0: never; for trials)")
     device: str = field("", pattern=r"^[A-Za-z0-9_.-]*$",
                         description="device name in topics and messages; empty: the core device's thing name")
+
+    def check(self) -> None:
+        super().check()
+        if not (self.source or self.sources):
+            raise ValueError("no camera: set `source` (one camera) or `sources` (a list of cameras, which wins over "
+                             "`source` when both are set)")
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,9 @@ class ComponentSettings:
     run: RunConfig          # always with an ``mqtt`` section: topics, QoS and intervals of every target
 
     def pipeline_key(self) -> tuple:
-        """What a running pipeline (source, detector, its streams) can't change without being rebuilt."""
-        return self.source, self.model, self.run.streams
+        """What a running pipeline (cameras and their URLs, detector, its streams) can't change without being
+        rebuilt (a camera's counting can)."""
+        return tuple((c.name, c.url) for c in self.run.sources), self.model, self.run.streams
 
     def publisher_key(self) -> tuple:
         """What a publisher can't change without being replaced: target, device, connection."""
@@ -74,8 +83,9 @@ def parse_component_config(value: dict | None, *, thing_name: str | None = None,
     mqtt = parsed.mqtt or MqttConfig()
     if mqtt.outbox is None and work is not None:
         mqtt = mqtt.replace(outbox=Path(work) / "outbox")
+    sources = parsed.sources or [CameraConfig(name=DEFAULT_CAMERA, url=parsed.source)]
     run = RunConfig.parse({**{k: getattr(parsed, k) for k in RunConfig.fields() if k in parsed.given},
-                           "device": device, "mqtt": mqtt})
+                           "device": device, "mqtt": mqtt, "sources": sources})
     return ComponentSettings(parsed.source, parsed.publish, parsed.model, parsed.max_frames, run)
 
 
@@ -95,7 +105,9 @@ def default_configuration(run: RunConfig, source: str, publish: str = "iotcore",
     inside Greengrass) plus the component's keys, and the ``accessControl`` for exactly the topics used."""
     if publish not in PUBLISH_TARGETS:
         raise ConfigError(f"unknown publish target {publish!r}", f"use one of {', '.join(PUBLISH_TARGETS)}")
-    data = run.dump(exclude_none=True, exclude={"http", "device"})
+    data = run.dump(exclude_none=True, exclude={"http", "device", "state"})
+    if source:  # one camera given: it replaces the configuration's list (deployments merge into these keys)
+        data["sources"] = []
     data.setdefault("mqtt", MqttConfig().dump(exclude_none=True))
     config = {"source": source, "publish": publish, "model": "", "max_frames": 0, "device": device, **data}
     parse_component_config(config, thing_name="check")          # what we write must parse
@@ -104,13 +116,16 @@ def default_configuration(run: RunConfig, source: str, publish: str = "iotcore",
 
 
 def access_control(config: dict, component: str = COMPONENT) -> dict:
-    """IPC authorization policies for the topics this configuration publishes to (and nothing else): the
-    four ``<prefix>/<device>/<kind>`` topics, plus the DLR topic with ``mqtt.format: dlr``. An empty device
-    (the thing name) is written as ``{iot:thingName}``, which the nucleus interpolates (v2.6.0 and later)."""
+    """IPC authorization policies for the topics this configuration publishes to (and nothing else): the box's
+    ``<prefix>/<device>/{counts,stats,status}``, each camera's ``<prefix>/<device>/<camera>/{counts,events}``,
+    plus the DLR topic with ``mqtt.format: dlr``. An empty device (the thing name) is written as
+    ``{iot:thingName}``, which the nucleus interpolates (v2.6.0 and later)."""
     settings = parse_component_config({k: v for k, v in config.items()}, thing_name="thing")
     device = settings.run.device if config.get("device") else "{iot:thingName}"
     mqtt = settings.run.mqtt
-    topics = [f"{mqtt.topic_prefix}/{device}/{kind}" for kind in KINDS]
+    topics = [f"{mqtt.topic_prefix}/{device}/{kind}" for kind in BOX_KINDS]
+    topics += [f"{mqtt.topic_prefix}/{device}/{camera.name}/{kind}" for camera in settings.run.sources
+               for kind in CAMERA_KINDS]
     if mqtt.format == "dlr":
         topics.append(mqtt.dlr_topic)
     if settings.publish == "iotcore":

@@ -13,7 +13,7 @@ from conftest import run_cli
 def test_bench_loop_measures_loop_memory_and_viewer_cost(detector_artifact, opencv_data, broker, tmp_path):
     from broker import Subscriber
 
-    sub = Subscriber(broker.port, "edgecv/bench/counts")
+    sub = Subscriber(broker.port, "edgecv/bench/main/counts")
     result = run_cli("bench-loop", "--artifact", detector_artifact, "--video", opencv_data / "vtest.avi",
                      "--frames", 12, "--rounds", 3, "--round-frames", 5, "--viewer-frames", 6, "--mqtt", broker.url,
                      "--streams", 2, "--out", tmp_path, timeout=600)
@@ -68,3 +68,22 @@ def test_memory_trend_reads_growth_over_the_second_half():
     assert leaking["growth_second_half"] == 5.0
     assert leaking["mb_per_1000_frames_second_half"] == pytest.approx(10.0)
     assert len(leaking["curve"]) == 21 and leaking["curve"][-1] == (1000, 210.0)
+
+
+@pytest.mark.slow
+@pytest.mark.tvm
+def test_bench_loop_cameras_one_process_against_separate_ones(detector_artifact, opencv_data, tmp_path):
+    result = run_cli("bench-loop", "--artifact", detector_artifact, "--video", opencv_data / "vtest.avi",
+                     "--cameras", 2, "--frames", 6, "--rounds", 2, "--out", tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = json.loads((tmp_path / "loop-2cameras.json").read_text())
+    assert saved == json.loads(result.stdout) and saved["cameras"] == 2 and saved["frames_per_camera"] == 6
+    one, separate = saved["one_process"], saved["separate_processes"]
+    assert len(one["rounds"]) == len(separate["rounds"]) == 2
+    assert all(set(r["fps_per_camera"]) == {"cam1", "cam2"} for r in one["rounds"] + separate["rounds"])
+    assert all(len(r["peak_rss_mb_each"]) == 2 for r in separate["rounds"])
+    assert 0 < one["loop_cpu_ms_per_frame"] < one["process_cpu_ms_per_frame"]  # the model is beyond the loop
+    # one process holds one model; two hold two: less than the sum of two, more than one alone
+    assert 0.5 < saved["rss_ratio"] < 1.0
+    assert saved["rss_ratio"] == round(one["peak_rss_mb"] / separate["peak_rss_mb_sum"], 3)
+    assert "| one `edgecv run`, 2 sources |" in (tmp_path / "loop-2cameras.md").read_text()

@@ -18,6 +18,21 @@ pytestmark = pytest.mark.tvm
 LOW = DetectConfig(score_threshold=0.05)  # random weights: low scores, but boxes to compare
 
 
+class Recorder:
+    """A sink that keeps (frame index, tracked detections, counts) of every record."""
+
+    name = "recorder"
+
+    def __init__(self, seen: list):
+        self.seen = seen
+
+    def handle(self, record) -> None:
+        self.seen.append((record.frame.index, record.tracked, record.counts))
+
+    def close(self) -> None:
+        pass
+
+
 def _frames(opencv_data, count: int) -> list:
     source = VideoFileSource(str(opencv_data / "vtest.avi"))
     try:
@@ -69,7 +84,7 @@ def test_two_streams_track_and_count_as_one(detector_artifact, opencv_data):
         seen = []
         loop = EdgeLoop(RunConfig(device="t", streams=streams, detect=LOW), Detector(detector_artifact),
                         VideoFileSource(str(opencv_data / "vtest.avi")), max_frames=12)
-        loop.frame_listeners.append(lambda frame, tracked, counts: seen.append((frame.index, tracked, counts)))
+        loop.sinks.add(Recorder(seen))
         return loop.run(threading.Event()), seen
 
     (one, by_one), (two, by_two) = run(1), run(2)

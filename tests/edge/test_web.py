@@ -53,13 +53,15 @@ def wait_until(predicate, timeout: float, what: str):
 class RunningLoop:
     """`edgecv run --http` on vtest.avi in its own process, as an installer starts it."""
 
-    def __init__(self, artifact: Path, video: Path, config: Path, host: str = "127.0.0.1", env: dict | None = None):
+    def __init__(self, artifact: Path, video, config: Path, host: str = "127.0.0.1", env: dict | None = None):
+        """``video``: a path, or a list of ``--source`` values (several cameras)."""
         self.port = free_port()
         self.base = f"http://{host}:{self.port}/"
         self.config = config
         self.log = config.with_suffix(".log")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgecv", "run", "--artifact", str(artifact), "--source", str(video),
+            [sys.executable, "-m", "edgecv", "run", "--artifact", str(artifact),
+             *[arg for v in (video if isinstance(video, list) else [video]) for arg in ("--source", str(v))],
              "--config", str(config), "--http", f"{host}:{self.port}", "--realtime", "--log-level", "info"],
             stdout=subprocess.DEVNULL, stderr=self.log.open("w"), env={**os.environ, **(env or {})})
 
@@ -252,3 +254,50 @@ def test_zone_geometry_rules_are_the_config_models():
             parse_config({"counting": {"zones": [{"name": "z", "polygon": polygon}]}})
     with pytest.raises(ConfigError, match="http.token"):
         parse_config({"http": {"token": "short"}})
+
+
+@pytest.mark.slow
+@pytest.mark.tvm
+def test_several_cameras_in_the_web_view_and_metrics(detector_artifact, opencv_data, tmp_path, browser):
+    """Two cameras in one `edgecv run --http`: each has its counts, preview, set-up and metrics; drawing a zone
+    on one is saved to that camera's own counting and changes only its counts."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump({"device": "two", "counting": {"window": 1},
+                                      "sources": [{"name": "door", "url": "x"}, {"name": "aisle", "url": "y"}]}))
+    video = opencv_data / "vtest.avi"
+    loop = RunningLoop(detector_artifact, [f"door={video}", f"aisle={video}"], config).wait_ready()
+    try:
+        both = loop.counts()
+        assert both["camera"] == "door" and set(both["cameras"]) == {"door", "aisle"}
+        status, body = request(loop.base + "api/counts?camera=aisle")
+        assert status == 200 and json.loads(body)["camera"] == "aisle"
+        assert request(loop.base + "api/counts?camera=nope")[0] == 404
+        status, jpeg = request(loop.base + "preview.jpg?camera=aisle")
+        assert status == 200 and jpeg[:2] == b"\xff\xd8"
+        families = {f.name: f for f in text_string_to_metric_families(request(loop.base + "metrics")[1].decode())}
+        assert {s.labels["camera"] for s in families["edgecv_frames_processed"].samples} == {"door", "aisle"}
+        assert "edgecv_camera_connected" in families and "edgecv_sink_errors" in families
+
+        zone = {"name": "hall", "group": "people", "polygon": [[0.05, 0.05], [0.95, 0.05], [0.95, 0.95]]}
+        code, reply = request(loop.base + "api/counting?camera=aisle", json.dumps({"line": None, "zones": [zone]}).encode(),
+                              {"Content-Type": "application/json"})
+        assert code == 200 and json.loads(reply)["camera"] == "aisle", reply
+        saved = yaml.safe_load(config.read_text())
+        aisle = next(s for s in saved["sources"] if s["name"] == "aisle")
+        assert aisle["counting"]["zones"][0]["name"] == "hall" and aisle["counting"]["window"] == 1
+        assert "counting" not in next(s for s in saved["sources"] if s["name"] == "door")
+        wait_until(lambda: "hall" in (json.loads(request(loop.base + "api/counts?camera=aisle")[1])["counts"] or
+                                      {"zones": {}})["zones"], 60, "the aisle camera to count its new zone")
+        assert "hall" not in loop.counts()["counts"]["zones"]  # the door camera's zones are its own
+
+        page = browser.new_page()
+        page.goto(loop.base + "?camera=aisle")
+        page.wait_for_selector("#camera:not([hidden])", timeout=30_000)
+        assert page.input_value("#camera") == "aisle"
+        page.select_option("#camera", "door")
+        page.wait_for_url("**camera=door**")
+        page.close()
+    finally:
+        assert loop.stop() == 0, loop.log.read_text()[-2000:]

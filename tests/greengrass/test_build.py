@@ -62,7 +62,7 @@ def test_build_layout(built, detector_artifact):
     defaults = counter["ComponentConfiguration"]["DefaultConfiguration"]
     assert defaults["counting"]["window"] == 1 and defaults["source"].endswith("vtest.avi")
     assert defaults["accessControl"]["aws.greengrass.ipc.mqttproxy"][f"{COUNTER}:mqttproxy:1"]["resources"] == [
-        f"edgecv/{{iot:thingName}}/{k}" for k in ("counts", "events", "stats", "status")]
+        f"edgecv/{{iot:thingName}}/{k}" for k in ("counts", "stats", "status", "main/counts", "main/events")]
 
     # the model ZIP holds exactly the compiled artifact, byte for byte
     with zipfile.ZipFile(out / "artifacts" / MODEL / "1.2.0" / "ssd_512_mobilenet1.0_voc-x86_64.zip") as z:
@@ -125,14 +125,15 @@ def test_build_then_run_local_publishes_counts(built, tmp_path, counts_schema):
     assert summary["state"] == "FINISHED" and summary["exit_codes"] == [0]
     assert summary["reported_states"] == ["RUNNING"]
     messages = [json.loads(line) for line in record.read_text().splitlines()]
-    counts = [m for m in messages if m["topic"] == "edgecv/door-7/counts"]
+    counts = [m for m in messages if m["topic"] == "edgecv/door-7/main/counts"]  # the one camera's counts
     assert len(counts) >= 2 and all(m["qos"] == 1 and m["target"] == "iotcore" for m in counts)
     for m in counts:
         counts_schema(m["message"])
     assert counts[-1]["message"]["frame"] == 11 and counts[-1]["message"]["device"] == "door-7"
     status = [m["message"] for m in messages if m["topic"] == "edgecv/door-7/status"]
     assert status == ["online", "offline"]
-    assert {m["topic"] for m in messages} <= {f"edgecv/door-7/{k}" for k in ("counts", "events", "stats", "status")}
+    assert {m["topic"] for m in messages} <= {f"edgecv/door-7/{k}" for k in ("counts", "stats", "status",
+                                                                              "main/counts", "main/events")}
     # installed as the recipe says: a venv of the shipped wheel under the work folder, marked done
     venv = tmp_path / "gg-root" / "work" / COUNTER / "venv-1.2.0"
     assert (venv / ".installed").is_file() and (venv / "bin" / "edgecv").is_file()

@@ -26,24 +26,33 @@ def _total(message: dict) -> int:
     return sum(message["by_class"].values())
 
 
+def camera_counts(server, camera: str = "main") -> list[dict]:
+    """A camera's counts messages (``<prefix>/<device>/<camera>/counts``; the box's are ``.../counts``)."""
+    return messages(server, f"{camera}/counts")
+
+
 def test_counts_published_to_iot_core(nucleus, start_service, opencv_data, counts_schema):
     server = nucleus(_config(opencv_data))
     running = start_service(server)
-    assert server.wait_for(lambda s: len(messages(s, "counts")) >= 3 or running.done, timeout=90)
+    assert server.wait_for(lambda s: len(camera_counts(s)) >= 3 or running.done, timeout=90)
     assert running.stop() == 0
 
     assert server.states == ["RUNNING"]
     published = list(server.published_iot_core)
     topics = {m["topic"] for m in published}
-    assert topics <= {f"edgecv/{THING}/{kind}" for kind in ("counts", "events", "stats", "status")}
+    assert topics <= {f"edgecv/{THING}/{kind}" for kind in ("counts", "stats", "status", "main/counts", "main/events")}
+    assert f"edgecv/{THING}/counts" in topics and f"edgecv/{THING}/main/counts" in topics
     status = [(m["payload"], m.get("retain")) for m in published if m["topic"].endswith("/status")]
     assert status[0] == (b"online", True) and status[-1] == (b"offline", True)
     for m in published:
-        if m["topic"].endswith("/counts"):
+        if m["topic"].endswith("/main/counts"):
             assert m["qos"] == 1
             message = json.loads(m["payload"])
             counts_schema(message)
             assert message["device"] == THING and message["model"] == "ssd_512_mobilenet1.0_voc"
+            assert message["camera"] == "main"
+        elif m["topic"].endswith("/counts"):
+            assert m["qos"] == 1 and set(json.loads(m["payload"])["cameras"]) == {"main"}
         elif m["topic"].endswith("/stats"):
             assert m["qos"] == 0
     seqs = [json.loads(m["payload"])["seq"] for m in published if not m["topic"].endswith("/status")]
@@ -53,31 +62,31 @@ def test_counts_published_to_iot_core(nucleus, start_service, opencv_data, count
 def test_configuration_changes_apply_live(nucleus, start_service, opencv_data, counts_schema):
     server = nucleus(_config(opencv_data, detect={"score_threshold": 0.95}))
     running = start_service(server)
-    assert server.wait_for(lambda s: len(messages(s, "counts")) >= 2 or running.done, timeout=90)
-    assert all(_total(m) == 0 for m in messages(server, "counts"))      # nothing scores 0.95
+    assert server.wait_for(lambda s: len(camera_counts(s)) >= 2 or running.done, timeout=90)
+    assert all(_total(m) == 0 for m in camera_counts(server))      # nothing scores 0.95
 
     # a deployment's values come back as strings: "0.3" is a threshold all the same
     server.update_configuration(["detect", "score_threshold"], "0.3")
-    assert server.wait_for(lambda s: any(_total(m) > 0 for m in messages(s, "counts")) or running.done, timeout=60)
+    assert server.wait_for(lambda s: any(_total(m) > 0 for m in camera_counts(s)) or running.done, timeout=60)
 
     # a zone drawn over the whole frame, as JSON text, appears in the counts
-    before = len(messages(server, "counts"))
+    before = len(camera_counts(server))
     server.update_configuration(["counting", "zones"], json.dumps([{"name": "shelf", "polygon": WHOLE_FRAME}]))
-    assert server.wait_for(lambda s: any("shelf" in m["zones"] for m in messages(s, "counts")[before:])
+    assert server.wait_for(lambda s: any("shelf" in m["zones"] for m in camera_counts(s)[before:])
                            or running.done, timeout=60)
 
     # a bad value is refused with a line naming the key; the component goes on with what it had
     server.update_configuration(["counting", "window"], "zero")
     assert server.wait_for(lambda s: running.service.config_errors or running.done, timeout=30)
     assert "counting.window" in running.service.config_errors[0]
-    count = len(messages(server, "counts"))
-    assert server.wait_for(lambda s: len(messages(s, "counts")) > count + 1 or running.done, timeout=60)
+    count = len(camera_counts(server))
+    assert server.wait_for(lambda s: len(camera_counts(s)) > count + 1 or running.done, timeout=60)
 
     service = running.service
     assert service.pipelines_started == 1 and service.reconfigured >= 2    # reconfigured, never rebuilt
     assert running.stop() == 0
     assert server.states == ["RUNNING"]
-    for message in messages(server, "counts"):
+    for message in camera_counts(server):
         counts_schema(message)
 
 
@@ -87,7 +96,7 @@ def test_source_model_and_streams_changes_rebuild_only_the_pipeline(nucleus, sta
 
     server = nucleus(_config(opencv_data))
     running = start_service(server)
-    assert server.wait_for(lambda s: len(messages(s, "counts")) >= 1 or running.done, timeout=90)
+    assert server.wait_for(lambda s: len(camera_counts(s)) >= 1 or running.done, timeout=90)
     publisher = running.service.publisher
 
     model = tmp_path / "other-model"
@@ -99,8 +108,8 @@ def test_source_model_and_streams_changes_rebuild_only_the_pipeline(nucleus, sta
     server.update_configuration(["streams"], "2")  # detection streams are set up when a loop starts
     assert server.wait_for(lambda s: running.service.pipelines_started == 3 or running.done, timeout=60)
     assert running.service.pipeline.loop.config.streams == 2
-    count = len(messages(server, "counts"))
-    assert server.wait_for(lambda s: len(messages(s, "counts")) > count or running.done, timeout=60)
+    count = len(camera_counts(server))
+    assert server.wait_for(lambda s: len(camera_counts(s)) > count or running.done, timeout=60)
 
     # a source that can't be opened: said in one line, and the previous pipeline goes on
     server.update_configuration(["source"], "/nonexistent/video.avi")
@@ -118,7 +127,7 @@ def test_source_model_and_streams_changes_rebuild_only_the_pipeline(nucleus, sta
     assert running.service.publisher is publisher          # same publisher and outbox throughout
     seqs = [m["seq"] for m in messages(server, "counts") + messages(server, "stats") + messages(server, "events")]
     assert sorted(seqs) == list(range(min(seqs), max(seqs) + 1))
-    frames = [m["frame"] for m in messages(server, "counts")]
+    frames = [m["frame"] for m in camera_counts(server)]
     assert frames[-1] <= 2                       # the last counts come from the image folder
     assert server.states == ["RUNNING"]
 
@@ -126,7 +135,7 @@ def test_source_model_and_streams_changes_rebuild_only_the_pipeline(nucleus, sta
 def test_nucleus_dies_and_comes_back_nothing_lost(nucleus, start_service, opencv_data):
     server = nucleus(_config(opencv_data))
     running = start_service(server)
-    assert server.wait_for(lambda s: len(messages(s, "counts")) >= 2 or running.done, timeout=90)
+    assert server.wait_for(lambda s: len(camera_counts(s)) >= 2 or running.done, timeout=90)
 
     server.stop()                                # the nucleus dies; counting goes on into the outbox
     outbox = running.service.publisher.outbox
@@ -137,8 +146,8 @@ def test_nucleus_dies_and_comes_back_nothing_lost(nucleus, start_service, opencv
     server.start()                               # it comes back on the same socket: a new client connects
     assert server.wait_for(lambda s: s.connections >= 2, timeout=30)
     assert server.wait_for(lambda s: len(outbox) == 0 or running.done, timeout=60)
-    count = len(messages(server, "counts"))
-    assert server.wait_for(lambda s: len(messages(s, "counts")) > count or running.done, timeout=60)
+    count = len(camera_counts(server))
+    assert server.wait_for(lambda s: len(camera_counts(s)) > count or running.done, timeout=60)
     assert running.stop() == 0
 
     received = [json.loads(m["payload"])["seq"] for m in server.published_iot_core if not m["topic"].endswith("/status")]
@@ -182,7 +191,7 @@ def test_local_pubsub_target(nucleus, start_service, opencv_data, counts_schema)
     server = nucleus(_config(opencv_data, publish="local"))
     assert list(server.configuration["accessControl"]) == ["aws.greengrass.ipc.pubsub"]
     running = start_service(server)
-    counts = lambda s: [m["payload"] for m in s.published_local if m["topic"] == f"edgecv/{THING}/counts"]
+    counts = lambda s: [m["payload"] for m in s.published_local if m["topic"] == f"edgecv/{THING}/main/counts"]
     assert server.wait_for(lambda s: len(counts(s)) >= 2 or running.done, timeout=90)
     assert running.stop() == 0
     for message in counts(server):
@@ -196,3 +205,40 @@ def test_source_that_cannot_be_opened_is_errored(nucleus, start_service, opencv_
     assert running.wait(60) == 1
     assert server.states == ["ERRORED"]
     assert running.service.error.startswith("video file not found: /nonexistent/video.avi")
+
+
+def test_several_cameras_publish_each_and_the_box(nucleus, start_service, opencv_data, counts_schema, tmp_path):
+    """Two cameras from the deployment's `sources` (JSON text, as a deployment may send it): one detector, each
+    camera's counts on its topic, the box's on the device's, within the accessControl the recipe computes."""
+    import shutil
+
+    images = tmp_path / "shelf"
+    images.mkdir()
+    for i in range(3):
+        shutil.copy(opencv_data / "basketball1.png", images / f"{i}.png")
+    sources = json.dumps([{"name": "door", "url": str(opencv_data / "vtest.avi")},
+                          {"name": "shelf", "url": str(images),
+                           "counting": {"window": 1, "zones": [{"name": "s", "polygon": WHOLE_FRAME}]}}])
+    from edgecv.greengrass.settings import access_control
+
+    config = _config(opencv_data, sources=sources)     # `source` stays as the recipe set it: the list wins
+    config["accessControl"] = access_control(config)    # as the recipe computes it for these cameras
+    server = nucleus(config)
+    resources = next(iter(server.configuration["accessControl"]["aws.greengrass.ipc.mqttproxy"].values()))["resources"]
+    assert f"edgecv/{{iot:thingName}}/shelf/counts" in resources and f"edgecv/{{iot:thingName}}/door/events" in resources
+    running = start_service(server)
+    def shelf_done() -> bool:  # the folder's three images counted (its counts are published on change, and at the end)
+        pipeline = running.service.pipeline
+        return pipeline is not None and pipeline.loop.camera("shelf").stats.frames == 3
+
+    assert server.wait_for(lambda s: (shelf_done() and len(camera_counts(s, "door")) >= 3) or running.done,
+                           timeout=120)
+    assert running.stop() == 0 and server.states == ["RUNNING"]
+    for camera in ("door", "shelf"):
+        for message in camera_counts(server, camera):
+            counts_schema(message)
+            assert message["camera"] == camera
+    assert "s" in camera_counts(server, "shelf")[-1]["zones"] and "s" not in camera_counts(server, "door")[-1]["zones"]
+    assert camera_counts(server, "shelf")[-1]["frame"] == 2
+    box = [m for m in messages(server, "counts") if "cameras" in m]
+    assert box and set(box[-1]["cameras"]) == {"door", "shelf"}

@@ -11,6 +11,7 @@ from edgecv.edge.errors import ConfigError
 from edgecv.greengrass.settings import access_control, default_configuration, parse_component_config
 
 REPO = Path(__file__).resolve().parents[2]
+KINDS = ("counts", "stats", "status", "main/counts", "main/events")  # the box's topics, then the one camera's
 
 
 @pytest.mark.parametrize("given, read", [
@@ -51,10 +52,31 @@ def test_errors_name_every_bad_key_in_one_line():
                                 "counting": {"window": "0"}, "colour": "red"})
     message = str(info.value)
     assert "\n" not in message
-    for key in ("source:", "publish:", "detect.score_threshold:", "counting.window:", "colour:"):
+    for key in ("publish:", "detect.score_threshold:", "counting.window:", "colour:"):
         assert key in message, message
     with pytest.raises(ConfigError, match="is not a mapping"):
         parse_component_config(["source"])
+    with pytest.raises(ConfigError, match="no camera: set `source`"):
+        parse_component_config({"source": ""})
+
+
+def test_several_cameras_from_a_deployment():
+    """`sources` as a deployment sends it (JSON text, numbers as strings): each camera with its own topics; a
+    `source` left over from the recipe's defaults yields to the list."""
+    sources = ('[{"name": "door", "url": "rtsp://cam/1", "counting": {"window": "3", "line": '
+               '{"points": [[0, 0.5], [1, 0.5]]}}}, {"name": "shelf", "url": "/dev/video2"}]')
+    s = parse_component_config({"source": "0", "sources": sources}, thing_name="box-1")
+    assert [(c.name, c.url) for c in s.run.sources] == [("door", "rtsp://cam/1"), ("shelf", "/dev/video2")]
+    assert s.run.counting_of(s.run.sources[0]).window == 3 and s.run.counting_of(s.run.sources[1]).window == 15
+    assert s.pipeline_key()[0] == (("door", "rtsp://cam/1"), ("shelf", "/dev/video2"))
+    one = parse_component_config({"source": "0"}, thing_name="box-1")
+    assert [(c.name, c.url) for c in one.run.sources] == [("main", "0")]
+    (policy,) = access_control({"source": "", "sources": sources, "device": "box-1"})[
+        "aws.greengrass.ipc.mqttproxy"].values()
+    assert policy["resources"] == [f"edgecv/box-1/{k}" for k in ("counts", "stats", "status", "door/counts",
+                                                                  "door/events", "shelf/counts", "shelf/events")]
+    with pytest.raises(ConfigError, match="camera names in sources must be unique"):
+        parse_component_config({"sources": [{"name": "a", "url": "0"}, {"name": "a", "url": "1"}]})
 
 
 def test_thing_name_that_cannot_be_a_device():
@@ -74,11 +96,10 @@ def test_default_configuration_mirrors_the_yaml_run_config():
 
 @pytest.mark.parametrize("publish, device, fmt, service, resources", [
     ("iotcore", "", "edgecv", "aws.greengrass.ipc.mqttproxy",
-     [f"edgecv/{{iot:thingName}}/{k}" for k in ("counts", "events", "stats", "status")]),
-    ("local", "door-1", "edgecv", "aws.greengrass.ipc.pubsub",
-     [f"edgecv/door-1/{k}" for k in ("counts", "events", "stats", "status")]),
+     [f"edgecv/{{iot:thingName}}/{k}" for k in KINDS]),
+    ("local", "door-1", "edgecv", "aws.greengrass.ipc.pubsub", [f"edgecv/door-1/{k}" for k in KINDS]),
     ("iotcore", "door-1", "dlr", "aws.greengrass.ipc.mqttproxy",
-     [f"edgecv/door-1/{k}" for k in ("counts", "events", "stats", "status")] + ["ml/dlr/object-detection"]),
+     [f"edgecv/door-1/{k}" for k in KINDS] + ["ml/dlr/object-detection"]),
 ])
 def test_access_control_grants_exactly_the_topics_used(publish, device, fmt, service, resources):
     run = RunConfig.parse({"mqtt": {"format": fmt}})
