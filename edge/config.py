@@ -204,16 +204,16 @@ class HttpConfig(Record):
 
 class RunConfig(Record):
     device: str = field("edgecv", pattern=_NAME, description="device name in topics and messages")
-    sources: list[CameraConfig] = field(default_factory=list, description="the cameras this box counts, each with "
-                                        "its own counts and topics, one detector shared by all; `edgecv run --source` "
-                                        "replaces them")
     detect: DetectConfig = field(default_factory=DetectConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     counting: CountingConfig = field(default_factory=CountingConfig)
+    sources: list[CameraConfig] = field(default_factory=list, description="the cameras this box counts, each with "
+                                        "its own counts and topics, one detector shared by all; `edgecv run --source` "
+                                        "replaces them")
     mqtt: MqttConfig | None = field(None, description="omit to run without publishing")
     stats_interval: float = field(10.0, gt=0, description="seconds between stats messages")
     streams: int = field(1, ge=1, le=16, description="frames detected at once, each by its own model instance "
-                         "with its share of the cores: more frames/s, more memory (see README: Where we stand)")
+                         "with its share of the cores: more frames/s, more memory (docs/performance.md)")
     http: HttpConfig = field(default_factory=HttpConfig, description="the installer's web view")
     state: Path | None = field(None, description="folder of the file that keeps the counting totals across restarts "
                                "(<device>.totals.json); default: the folder of mqtt.outbox, else ~/.cache/edgecv/state")

@@ -106,12 +106,14 @@ def keys(record: type, prefix: str = "", seen: tuple = ()) -> list[Key]:
     return out
 
 
-def sections(record: type, path: str = "", out: list | None = None) -> list[tuple[str, type]]:
-    """(path, record) of ``record`` and of every record inside it, each record once (where it first appears)."""
+def sections(record: type, path: str = "", out: list | None = None) -> list[tuple[str, type, str | None]]:
+    """(path, record, where it is described) of ``record`` and of every record inside it: each record's keys are
+    described where it first appears (``None``); where it appears again, the path of that first place."""
     out = [] if out is None else out
-    if any(r is record for _, r in out):
+    first = next((p for p, r, again in out if r is record and again is None), None)
+    out.append((path, record, first))
+    if first is not None:
         return out
-    out.append((path, record))
     for f, tp in fields(record):
         for suffix, inner in nested(tp):
             sections(inner, f"{path}{'.' if path else ''}{f.metadata.get('alias', f.name)}{suffix}", out)
@@ -234,8 +236,13 @@ def render_doc() -> str:
         "`--http` (`http.listen`). Coordinates of lines and zones are fractions of the frame (0..1).",
         "",
     ]
-    for path, record in sections(RunConfig):
-        out += [_doc_heading(path, record), "", *_table(record, path), ""]
+    for path, record, described in sections(RunConfig):
+        if described is None:
+            out += [_doc_heading(path, record), "", *_table(record, path), ""]
+            continue
+        same = ", ".join(f"`{k.path}`" for k in keys(record, f"{path}."))
+        out += [_doc_heading(path, record), "", f"The keys of `{described}`, with the same types, defaults and meaning: "
+                f"{same}.", ""]
     out += [
         "## The Greengrass component (`com.edgecv.Counter`)",
         "",
@@ -353,7 +360,7 @@ def render() -> dict[Path, str]:
 
 # --- what config.example.yaml shows ------------------------------------------------------------------------------
 
-_COMMENTED_KEY = re.compile(r"^(\s*)#\s?([A-Za-z_][\w-]*:(\s.*)?)$")
+_COMMENTED_KEY = re.compile(r"^(\s*)# ?(\s*(?:- )?[A-Za-z_][\w-]*:(\s.*)?)$")
 
 
 def example_data(text: str) -> dict:
@@ -395,6 +402,16 @@ def shown_keys(data, record: type, prefix: str = "") -> set[str]:
                 for item in value.values():
                     out |= shown_keys(item, inner, path + ".*.")
     return out
+
+
+def covered_keys(data, record: type = RunConfig) -> set[str]:
+    """``shown_keys``, plus the keys of a record that appears again at another path (a camera's own ``counting``)
+    whose counterparts are shown where the record is described: an example shows a section's keys once."""
+    shown = shown_keys(data, record)
+    for path, repeated, described in sections(record):
+        if described is not None:
+            shown |= {f"{path}.{k.path}" for k in keys(repeated) if f"{described}.{k.path}" in shown}
+    return shown
 
 
 def main(argv: list[str] | None = None) -> int:

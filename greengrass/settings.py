@@ -78,7 +78,7 @@ def parse_component_config(value: dict | None, *, thing_name: str | None = None,
         parsed = ComponentConfig.parse(data, lax=True)
     except Invalid as exc:
         raise ConfigError(f"invalid configuration of {component}: {exc}",
-                          "fix the keys named above (deploy a configuration merge, see README: Greengrass)") from None
+                          "fix the keys named above (deploy a configuration merge, see docs/greengrass.md)") from None
     device = parsed.device or _device_from_thing(thing_name, component)
     mqtt = parsed.mqtt or MqttConfig()
     if mqtt.outbox is None and work is not None:
