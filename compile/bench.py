@@ -39,9 +39,6 @@ _NEEDS = {"mxnet": ("mxnet", "pip install 'edgecv[compile]'"), "mxnet-hybrid": (
 _PACKAGES = {"mxnet": ("mxnet",), "mxnet-hybrid": ("mxnet",), "onnxruntime": ("onnxruntime",),
              "openvino": ("openvino",), "openvino-int8": ("openvino",),
              "tvm": ("tvm", "tvm_ffi"), "tvm-tuned": ("tvm", "tvm_ffi"), "tvm-int8": ("tvm", "tvm_ffi")}
-# the CPU's vector instruction sets worth recording with a figure (x86 flags as Linux names them)
-X86_VECTOR_ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                  "avx512_bf16", "avx512_fp16", "avx_vnni", "avx_vnni_int8", "amx_tile", "amx_int8", "amx_bf16")
 DEFAULT_IMAGE = Path("/usr/share/doc/opencv-doc/examples/data/basketball1.png")
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
@@ -113,6 +110,7 @@ def conv_gflop(onnx_path: Path) -> float:
 
 def machine() -> dict:
     from edgecv.edge.benchmark import cpu_name
+    from edgecv.edge.cpu import isa_summary
 
     versions = {}
     for name in ("mxnet", "onnxruntime", "openvino", "nncf", "tvm", "numpy"):
@@ -127,25 +125,8 @@ def machine() -> dict:
         llvm_cpu = tvm.target.codegen.llvm_get_system_cpu()
     except Exception:
         llvm_cpu = None
-    return {"cpu": cpu_name(), "llvm_cpu": llvm_cpu, "isa": vector_isa(), "cores": os.cpu_count(),
+    return {"cpu": cpu_name(), "llvm_cpu": llvm_cpu, "isa": isa_summary(), "cores": os.cpu_count(),
             "python": platform.python_version(), "versions": versions, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-
-
-def vector_isa(cpuinfo: str | None = None) -> list[str]:
-    """The vector instruction sets of this CPU as Linux reports them: x86's SIMD flags (avx2, avx512f,
-    avx512_vnni, avx_vnni, amx_int8, ...), or all of an ARM CPU's features (asimd, asimddp, i8mm, sve, ...)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return [f for f in X86_VECTOR_ISA if f in value.split()]
-        if key.strip() == "Features":
-            return value.split()
-    return []
 
 
 class _Worker:

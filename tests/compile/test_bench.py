@@ -54,20 +54,6 @@ def test_bench_measures_every_backend_side_by_side(tmp_path, opencv_data):
     assert (out / "bench-ssd_512_mobilenet1.0_voc-x86_64.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("cpuinfo,isa", [
-    ("model name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw avx512vl avx512_vnni amx_int8\n",
-     ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "amx_int8"]),
-    ("flags\t\t: fpu sse4_2 avx avx2 fma f16c avx_vnni\n", ["sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni"]),
-    ("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 atomics fphp asimdhp asimddp i8mm sve\n",
-     ["fp", "asimd", "evtstrm", "aes", "crc32", "atomics", "fphp", "asimdhp", "asimddp", "i8mm", "sve"]),
-    ("processor\t: 0\n", []),
-])
-def test_vector_isa_names_the_simd_extensions(cpuinfo, isa):
-    from edgecv.compile.bench import vector_isa
-
-    assert vector_isa(cpuinfo) == isa
-
-
 def test_unknown_backend_is_one_clear_line(tmp_path):
     result = run_cli("bench", "ssd_512_mobilenet1.0_voc", "--backends", "tvm,caffe", "--out", tmp_path)
     assert result.returncode == 2 and "unknown backend(s) caffe" in result.stderr
