@@ -7,6 +7,7 @@ backend gets the same real input. Accuracy is measured against MXNet on that inp
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -23,16 +24,20 @@ from edgecv.compile.pipeline import CompileRequest, compile_model, find_shipped_
 from edgecv.compile.zoo import resolve_model
 from edgecv.compile.progress import Progress
 from edgecv.compile.weights import Weights
+from edgecv.edge.backends import OPENVINO_INSTALL, OPENVINO_INT8
 from edgecv.edge.errors import EdgecvError
 from edgecv.edge.memory import drop_page_cache, page_cache_note
 
-ALL_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "tvm", "tvm-tuned", "tvm-int8")
+ALL_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "openvino", "openvino-int8", "tvm", "tvm-tuned", "tvm-int8")
 COMPILED = ("tvm", "tvm-tuned", "tvm-int8")  # edgecv's own artifacts: untuned, tuned float32, tuned int8
+OTHERS = ("mxnet-hybrid", "onnxruntime", "openvino", "openvino-int8")  # what a user would run instead
 _NEEDS = {"mxnet": ("mxnet", "pip install 'edgecv[compile]'"), "mxnet-hybrid": ("mxnet", "pip install 'edgecv[compile]'"),
-          "onnxruntime": ("onnxruntime", "pip install onnxruntime"), "tvm": ("tvm", "pip install 'edgecv[edge]'"),
+          "onnxruntime": ("onnxruntime", "pip install onnxruntime"), "openvino": ("openvino", OPENVINO_INSTALL),
+          "openvino-int8": ("openvino", OPENVINO_INSTALL), "tvm": ("tvm", "pip install 'edgecv[edge]'"),
           "tvm-tuned": ("tvm", "pip install 'edgecv[edge]'"), "tvm-int8": ("tvm", "pip install 'edgecv[edge]'")}
 # what must be installed to run each backend (framework part of "disk_mb")
 _PACKAGES = {"mxnet": ("mxnet",), "mxnet-hybrid": ("mxnet",), "onnxruntime": ("onnxruntime",),
+             "openvino": ("openvino",), "openvino-int8": ("openvino",),
              "tvm": ("tvm", "tvm_ffi"), "tvm-tuned": ("tvm", "tvm_ffi"), "tvm-int8": ("tvm", "tvm_ffi")}
 DEFAULT_IMAGE = Path("/usr/share/doc/opencv-doc/examples/data/basketball1.png")
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -105,11 +110,13 @@ def conv_gflop(onnx_path: Path) -> float:
 
 def machine() -> dict:
     from edgecv.edge.benchmark import cpu_name
+    from edgecv.edge.cpu import isa_summary
 
     versions = {}
-    for name in ("mxnet", "onnxruntime", "tvm", "numpy"):
+    for name in ("mxnet", "onnxruntime", "openvino", "nncf", "tvm", "numpy"):
         try:
-            versions[name] = __import__(name).__version__
+            versions[name] = importlib.metadata.version(name) if name in ("openvino", "nncf") else \
+                __import__(name).__version__  # (without importing those: NNCF logs on import)
         except Exception:  # not installed: its backend is reported as skipped
             versions[name] = None
     try:
@@ -118,8 +125,8 @@ def machine() -> dict:
         llvm_cpu = tvm.target.codegen.llvm_get_system_cpu()
     except Exception:
         llvm_cpu = None
-    return {"cpu": cpu_name(), "llvm_cpu": llvm_cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "versions": versions, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return {"cpu": cpu_name(), "llvm_cpu": llvm_cpu, "isa": isa_summary(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "versions": versions, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 class _Worker:
@@ -172,7 +179,7 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     from edgecv.edge.preprocess import preprocess
 
     progress = progress or Progress(0)
-    progress.total = 4 + sum(b in backends for b in ("tvm-tuned", "tvm-int8"))
+    progress.total = 4 + sum(b in backends for b in ("tvm-tuned", "tvm-int8", "openvino-int8"))
     unknown = [b for b in backends if b not in ALL_BACKENDS]
     if unknown:
         raise EdgecvError(f"unknown backend(s) {', '.join(unknown)}", f"use some of {', '.join(ALL_BACKENDS)}")
@@ -193,6 +200,9 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
             records[b] = _tuned_artifact(results[b], int8, work / b, weights, input_size, target, progress)
             if records[b] is not None:
                 artifacts[b] = work / b
+    openvino_int8 = None
+    if "openvino-int8" in backends and results["openvino-int8"].status == "ok":
+        openvino_int8 = _openvino_int8(results["openvino-int8"], artifacts[""], progress)
     manifest = read_manifest(artifacts[""])
     picture = cv2.imread(str(image or DEFAULT_IMAGE), cv2.IMREAD_COLOR)
     if picture is None:
@@ -236,7 +246,8 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
                 res.detections, res.detections_matched = len(dets), len(m.pairs)
                 res.same_classes = len(dets) == len(ref_dets) == len(m.pairs)
             art = artifacts.get(b, artifacts[""])
-            model_files = {"onnxruntime": [manifest.reference["onnx"]],
+            model_files = {"onnxruntime": [manifest.reference["onnx"]], "openvino": [manifest.reference["onnx"]],
+                           "openvino-int8": [f"{OPENVINO_INT8}.xml", f"{OPENVINO_INT8}.bin"],
                            "mxnet": [manifest.reference["mxnet_symbol"], manifest.reference["mxnet_params"]],
                            "mxnet-hybrid": [manifest.reference["mxnet_symbol"], manifest.reference["mxnet_params"]]
                            }.get(b, [manifest.library, manifest.params])
@@ -249,6 +260,7 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
               "tuning_records": records_summary(records["tvm-tuned"]) if "tvm-tuned" in artifacts else None,
               "int8_records": records_summary(records["tvm-int8"]) if "tvm-int8" in artifacts else None,
               "quantization": read_manifest(artifacts["tvm-int8"]).quantization if "tvm-int8" in artifacts else None,
+              "openvino_quantization": openvino_int8,
               "results": [results[b].row(gflop) for b in backends]}
     write_report(report, Path(out))
     return report
@@ -282,6 +294,19 @@ def _tuned_artifact(result: BackendResult, int8: bool, out: Path, weights: Weigh
     return records
 
 
+def _openvino_int8(result: BackendResult, artifact: Path, progress: Progress) -> str | None:
+    """NNCF's int8 of the artifact's ONNX graph, beside it: how it was made, or None with ``result`` marked
+    skipped and why."""
+    from edgecv.compile.openvino_int8 import describe, write_openvino_int8
+
+    with progress("quantizing the ONNX graph for openvino-int8 with NNCF (post-training, on vtest.avi frames)"):
+        try:
+            return describe(write_openvino_int8(artifact, log=progress.log))
+        except EdgecvError as exc:
+            result.status, result.reason = "skipped", str(exc)
+            return None
+
+
 def records_summary(records: Path) -> dict:
     """What the tvm-tuned artifact was tuned with: the records folder, and where and how it was tuned."""
     from edgecv.compile.tune import METADATA
@@ -302,6 +327,17 @@ def _ratio(rows: dict, a: str, b: str) -> str | None:
     return None
 
 
+def _ratio_table(rows: dict) -> list[str]:
+    """edgecv's artifacts' p50 over each other runtime's, one row per artifact, one column per runtime."""
+    mine = [t for t in COMPILED if rows.get(t, {}).get("p50_ms")]
+    others = [b for b in OTHERS if rows.get(b, {}).get("p50_ms")]
+    if not mine or not others:
+        return []
+    return ["", "p50 latency ratios, edgecv's artifact / the other runtime (below 1: edgecv's is faster):", "",
+            "| artifact | " + " | ".join(f"/ {b}" for b in others) + " |", "|---" * (len(others) + 1) + "|",
+            *(f"| {t} | " + " | ".join(_ratio(rows, t, b) for b in others) + " |" for t in mine)]
+
+
 def write_report(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"bench-{report['model']}-{report['target']}"
@@ -309,7 +345,8 @@ def write_report(report: dict, out: Path) -> None:
     rows = {r["backend"]: r for r in report["results"]}
     m = report["machine"]
     lines = [f"# {report['model']} on {report['target']} ({m['date']})", "",
-             f"{m['cpu']} (LLVM: {m['llvm_cpu']}), {m['cores']} cores, Python {m['python']}; "
+             f"{m['cpu']} (LLVM: {m['llvm_cpu']}; ISA: {' '.join(m.get('isa') or ['?'])}), {m['cores']} cores, "
+             f"Python {m['python']}; "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + "."
              + (f" {page_cache_note(m['page_cache_dropped'])}." if "page_cache_dropped" in m else ""),
              f"Input {report['input_shape']}, weights {report['weights']}, {report['rounds']} interleaved rounds, "
@@ -320,7 +357,9 @@ def write_report(report: dict, out: Path) -> None:
              + ("" if not report.get("int8_records") else
                 " tvm-int8: {q}; records {folder} ({tasks_with_records} tasks, {trials} trials, tuned on {on}).".format(
                     q=report.get("quantization"), on=", ".join(report["int8_records"]["tuned_on"]) or "?",
-                    **report["int8_records"])), "",
+                    **report["int8_records"]))
+             + ("" if not report.get("openvino_quantization") else f" openvino-int8: {report['openvino_quantization']}."),
+             "",
              "| backend | p50 ms | p90 ms | p99 ms | fps | GFLOP/s | load s | peak RSS MB | disk MB | max abs diff "
              "| detections (matched) | end-to-end fps | end-to-end peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -333,9 +372,7 @@ def write_report(report: dict, out: Path) -> None:
         lines.append(f"| {r['backend']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['fps']} | "
                      f"{r['gflops_per_s']} | {r['load_s']} | {r['peak_rss_mb']} | {r['disk_mb']} | {diff} | {dets} | "
                      f"{r['end_to_end_fps'] or ''} | {r.get('end_to_end_peak_rss_mb') or ''} |")
-    lines += ["", "p50 latency ratios (below 1: the compiled artifact is faster):", ""]
-    lines += [f"- {t} / {b}: {_ratio(rows, t, b)}" for t in COMPILED for b in ("mxnet-hybrid", "onnxruntime")
-              if _ratio(rows, t, b)]
+    lines += _ratio_table(rows)
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     _chart(report, out / f"{stem}.png")
 

@@ -1,7 +1,9 @@
 """Inference backends behind one interface: ``Backend(folder)`` has ``.manifest`` and ``__call__(x) -> {name: array}``.
 
-``tvm`` is the product. ``onnxruntime`` and ``mxnet`` run the uncompiled graph the artifact keeps with
-``edgecv compile --keep-reference``: references for benchmarks and checks, imported only when chosen.
+``tvm`` is the product. ``onnxruntime``, ``openvino`` and ``mxnet`` run the uncompiled graph the artifact keeps
+with ``edgecv compile --keep-reference``: references for benchmarks and checks, imported only when chosen.
+``openvino-int8`` runs OpenVINO's own post-training int8 quantization of that graph, which ``edgecv bench`` writes
+beside it (``compile/openvino_int8.py``).
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecv.edge.artifact import load_manifest
+from edgecv.edge.artifact import load_manifest, sha256_file
 from edgecv.edge.errors import ArtifactError
 from edgecv.edge.runtime import TvmModel
 
@@ -56,6 +58,52 @@ class OnnxRuntimeModel(_Reference):
         return dict(zip(self.names, self._session.run(None, {self._input: x})))
 
 
+OPENVINO_INSTALL = "pip install 'edgecv[bench]' (openvino==2024.6.0; nncf too for openvino-int8)"
+OPENVINO_INT8 = "reference-openvino-int8"  # .xml, .bin and .json (what it was made from) beside reference.onnx
+
+
+class OpenVinoModel(_Reference):
+    """OpenVINO's CPU plug-in on the kept ONNX graph (or, with ``int8=True``, on its NNCF-quantized IR), for
+    latency (one stream) in float32: no bf16 or fp16 substitution on CPUs that have them."""
+
+    kind = "onnx"
+
+    def _load(self, ref, threads):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ArtifactError("OpenVINO is not installed", OPENVINO_INSTALL) from None
+        path = self._int8_ir(ref) if self.options.get("int8") else self.folder / ref["onnx"]
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self._request = compiled.create_infer_request()
+        self._outputs = compiled.outputs
+
+    def _int8_ir(self, ref) -> Path:
+        """The quantized IR, checked against what it says it was made from: this artifact's ONNX graph."""
+        import json
+
+        meta_path = self.folder / f"{OPENVINO_INT8}.json"
+        if not meta_path.is_file():
+            raise ArtifactError(f"{self.folder} has no OpenVINO int8 model ({OPENVINO_INT8}.xml)",
+                                "`edgecv bench MODEL --backends openvino-int8` makes it with NNCF")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("onnx_sha256") != self.manifest.files[ref["onnx"]]:
+            raise ArtifactError(f"{OPENVINO_INT8}.xml in {self.folder} was quantized from another ONNX graph",
+                                "delete it and make it again with `edgecv bench MODEL --backends openvino-int8`")
+        for suffix in ("xml", "bin"):
+            if sha256_file(self.folder / f"{OPENVINO_INT8}.{suffix}") != meta["files"][suffix]:
+                raise ArtifactError(f"checksum mismatch for {OPENVINO_INT8}.{suffix} in {self.folder}",
+                                    "delete it and make it again with `edgecv bench MODEL --backends openvino-int8`")
+        return self.folder / f"{OPENVINO_INT8}.xml"
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        result = self._request.infer({0: x})
+        return {name: result[port] for name, port in zip(self.names, self._outputs)}
+
+
 class MxnetModel(_Reference):
     kind = "mxnet"
 
@@ -81,6 +129,7 @@ class MxnetModel(_Reference):
 # name -> (class, options). ``mxnet`` runs the graph as MXNet's imperative executor would without
 # hybridize(); ``mxnet-hybrid`` is the hybridized (static graph) form users deploy.
 BACKENDS = {"tvm": (TvmModel, {}), "onnxruntime": (OnnxRuntimeModel, {}),
+            "openvino": (OpenVinoModel, {}), "openvino-int8": (OpenVinoModel, {"int8": True}),
             "mxnet": (MxnetModel, {"hybridize": False}), "mxnet-hybrid": (MxnetModel, {"hybridize": True})}
 
 

@@ -192,8 +192,10 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--streams", type=int, metavar="N", help="frames detected at once, each by its own model "
                    "instance on its share of the cores (overrides streams; default 1)")
     p.add_argument("--validate-config", action="store_true", help="check the configuration and exit")
-    p.add_argument("--backend", default="tvm", choices=["tvm", "onnxruntime", "mxnet", "mxnet-hybrid"],
-                   help="tvm (default); onnxruntime/mxnet run the uncompiled graph kept by --keep-reference")
+    p.add_argument("--backend", default="tvm",
+                   choices=["tvm", "onnxruntime", "openvino", "openvino-int8", "mxnet", "mxnet-hybrid"],
+                   help="tvm (default); onnxruntime/openvino/mxnet run the uncompiled graph kept by --keep-reference "
+                        "(openvino-int8: its NNCF int8, made by `edgecv bench`)")
     p.add_argument("--flush-timeout", type=float, default=10.0, help="seconds to wait for delivery at the end")
     p.add_argument("--http", metavar="HOST:PORT", help="serve the web view (live video, counts, line/zone set-up, "
                    "/metrics); beyond loopback it needs http.token or EDGECV_HTTP_TOKEN")
@@ -318,7 +320,8 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpc-key", metavar="KEY", help="the boards' key at the tracker")
 
 
-BENCH_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "tvm", "tvm-tuned", "tvm-int8")  # compile/bench.py checks
+BENCH_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "openvino", "openvino-int8", "tvm", "tvm-tuned",
+                  "tvm-int8")  # compile/bench.py checks
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:

@@ -84,3 +84,35 @@ def test_people_found_in_vtest(real_artifacts, opencv_data):
         found = found[found.scores >= 0.4]
         counts.append(int(np.sum(groups.groups(found.class_ids) == "people")))
     assert sum(c > 0 for c in counts) >= 8 and np.mean(counts) >= 2, counts
+
+
+def test_openvino_int8_finds_what_float32_finds(real_artifacts, opencv_data, tmp_path, monkeypatch):
+    """OpenVINO's own int8 of the real detector (NNCF on the kept ONNX graph, calibrated on vtest.avi) finds the
+    same people as the float32 graph in ONNX Runtime, on frames it was not calibrated on."""
+    import shutil
+
+    import cv2
+
+    from edgecv.compile.openvino_int8 import write_openvino_int8
+    from edgecv.edge.backends import open_backend
+    from edgecv.edge.decode import decode_detections
+    from edgecv.edge.matching import match
+    from edgecv.edge.preprocess import preprocess
+
+    monkeypatch.setenv("EDGECV_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "oid"
+    shutil.copytree(real_artifacts("ssd_300_mobilenetv2_oid"), folder)
+    write_openvino_int8(folder, log=lambda m: None)
+    int8, ref = (open_backend(name, folder, threads=2) for name in ("openvino-int8", "onnxruntime"))
+    capture = cv2.VideoCapture(str(opencv_data / "vtest.avi"))
+    found = matched = 0
+    for frame in (0, 150, 300, 450, 600, 750):  # calibration reads frames 12, 37, 62, ...
+        capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
+        ok, image = capture.read()
+        assert ok
+        x, _ = preprocess(image, ref.manifest.input)
+        want, got = (decode_detections(m(x), ref.manifest.decode) for m in (ref, int8))
+        want, got = want[want.scores >= 0.4], got[got.scores >= 0.4]
+        found += len(want)
+        matched += sum(want.class_ids[i] == got.class_ids[j] for i, j in match(want, got, iou_threshold=0.5).pairs)
+    assert found >= 30 and matched >= 0.9 * found, (matched, found)
