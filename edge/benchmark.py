@@ -143,7 +143,7 @@ def paired_rounds(alone: dict, loops: dict, rounds: int, frames: int, runs: int 
     ``frames`` frames in each of the ways in ``loops`` (name -> ``fn(frames)`` -> frames done; in turns, the order
     reversed every other round), the model alone again. Each round's ratios are taken against the fastest way's
     mean of the measurements around it (the artifact's best pure inference), and the median round reported: this
-    machine's speed drifts by 20% within a minute, a ratio of measurements far apart in time is mostly drift.
+    machine's speed drifts within a minute, a ratio of measurements far apart in time is mostly drift.
     ``end_to_end_fps``/``ratios``: the last of ``loops``, the one measured."""
     by_way: dict[str, list[float]] = {name: [] for name in alone}
     fps_by_loop: dict[str, list[float]] = {name: [] for name in loops}

@@ -119,8 +119,8 @@ class EdgeLoop:
         is given back once its detection is done, and a reader takes a buffer before it takes a frame: a live
         camera's latest frame is taken when a stream could start on it (one buffer per stream), a file's frames
         are read ahead (a few more buffers). A reader's exception (a bug, or a source error) ends the run."""
-        # as many frames queued per camera as there are streams: one more (a frame and an input buffer) held 2.2 MB
-        # more at peak and gained nothing (vtest.avi, the OID detector, float32 and int8, 1 and 2 streams)
+        # as many frames queued per camera as there are streams: one more (a frame and an input buffer) holds more
+        # memory at peak and gained nothing when measured
         ahead: queue.Queue = queue.Queue(maxsize=streams.count * len(self.cameras))
 
         def patiently(camera, operation, *args):

@@ -32,8 +32,8 @@ def drop_page_cache() -> bool:
     """Drop the kernel's clean page cache (root only), so that the files a measured process maps are read back
     from disk, as after a reboot; whether it was dropped. Benchmarks call it before they measure memory: a process
     that maps files written moments ago (a new environment's libraries, a just-compiled artifact) is charged more
-    resident memory for them than for the same files read from disk (large page-cache folios, it seems), by
-    10 MB and more per process (docs/performance.md)."""
+    resident memory for them than for the same files read from disk (large page-cache folios, it seems): by how
+    much, docs/performance.md."""
     try:
         os.sync()
         with open("/proc/sys/vm/drop_caches", "w") as f:

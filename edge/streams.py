@@ -3,9 +3,8 @@ instance, with its share of the kernel threads); the results come back in the or
 
 On a box with few cores one model instance spread over all of them waits at every layer for its slowest thread,
 and any other work (decoding video, tracking, publishing) that takes a core from one of its threads stalls them
-all. Streams of one thread each don't wait for each other: the other work fills the gaps (the OID detector on 2
-cores, end to end against the model alone: 0.93 with two streams, 0.83 with one, in the same rounds; each extra
-stream costs its instance's activations and kernel workspace, 22 MB there in float32, 10 in int8).
+all. Streams of one thread each don't wait for each other: the other work fills the gaps. Each extra stream costs
+its instance's activations and kernel workspace (the measured trade-off: docs/performance.md).
 """
 from __future__ import annotations
 
