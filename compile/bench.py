@@ -129,9 +129,31 @@ def machine() -> dict:
             "python": platform.python_version(), "versions": versions, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+# oneDNN (MXNet's and OpenVINO's kernels) picks its vector ISA from CPUID, up to the cap this variable sets (older
+# oneDNN reads DNNL_MAX_CPU_ISA): benchmarking for an ISA level below the host's, they run that level's code too, as
+# edgecv's artifact does. ONNX Runtime's kernels (MLAS) have no such cap: they use what the CPU has.
+ONEDNN_ISA_CAPS = {"x86-64-v3": "AVX2"}
+ONEDNN_BACKENDS = ("mxnet", "mxnet-hybrid", "openvino", "openvino-int8")
+
+
+def isa_cap(target: str, backends: list[str]) -> dict | None:
+    """The vector ISA the other runtimes are held to when benchmarking ``target``, and which of them are."""
+    cap = ONEDNN_ISA_CAPS.get(target)
+    if cap is None:
+        return None
+    return {"onednn_max_cpu_isa": cap, "capped": [b for b in backends if b in ONEDNN_BACKENDS],
+            "not_capped": [b for b in backends if b == "onnxruntime"]}
+
+
+def _cap_env(cap: dict | None) -> dict:
+    return {} if cap is None else {"ONEDNN_MAX_CPU_ISA": cap["onednn_max_cpu_isa"],
+                                   "DNNL_MAX_CPU_ISA": cap["onednn_max_cpu_isa"]}
+
+
 class _Worker:
-    def __init__(self, backend: str, artifact: Path, x_path: Path, out_path: Path, threads: int | None):
-        env = {**os.environ}
+    def __init__(self, backend: str, artifact: Path, x_path: Path, out_path: Path, threads: int | None,
+                 extra_env: dict | None = None):
+        env = {**os.environ, **(extra_env or {})}
         if threads:
             env.update(OMP_NUM_THREADS=str(threads), TVM_NUM_THREADS=str(threads), MXNET_CPU_WORKER_NTHREADS="1")
         self.backend, self.out_path = backend, out_path
@@ -154,11 +176,12 @@ class _Worker:
         return self.read()
 
 
-def _e2e(backend: str, artifact: Path, frames: int) -> tuple[float | None, float | None]:
+def _e2e(backend: str, artifact: Path, frames: int, extra_env: dict | None = None) -> tuple[float | None, float | None]:
     """`edgecv run` on the sample video with this backend: its frames/s and its process's peak RSS (MB)."""
     result = subprocess.run([sys.executable, "-m", "edgecv", "run", "--artifact", str(artifact), "--source",
                              str(VIDEO), "--max-frames", str(frames), "--backend",
-                             "tvm" if backend.startswith("tvm") else backend], capture_output=True, text=True)
+                             "tvm" if backend.startswith("tvm") else backend], capture_output=True, text=True,
+                            env={**os.environ, **(extra_env or {})})
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         print(f"edgecv bench: `edgecv run` with {backend} failed (exit {result.returncode}): {last}", file=sys.stderr)
@@ -212,11 +235,13 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     gflop = conv_gflop(artifacts[""] / manifest.reference["onnx"])
     runnable = [b for b in backends if results[b].status == "ok"]
     workers = {}
+    cap = isa_cap(target, runnable)
+    env_of = {b: _cap_env(cap) if cap and b in cap["capped"] else {} for b in runnable}
     page_cache_dropped = drop_page_cache()  # every backend's files as read from disk (see drop_page_cache)
     with progress(f"starting {len(runnable)} backends, each in its own process"):
         for b in runnable:
             art = artifacts.get(b, artifacts[""])
-            workers[b] = _Worker(b, art, work / "x.npy", work / f"{b}.npz", threads)
+            workers[b] = _Worker(b, art, work / "x.npy", work / f"{b}.npz", threads, env_of[b])
         for b, w in workers.items():
             results[b].load_s = w.read()["load_s"]
     with progress(f"{rounds} rounds, interleaved across {', '.join(runnable)}"):
@@ -253,10 +278,11 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
                            }.get(b, [manifest.library, manifest.params])
             res.disk_mb = sum(_package_mb(p) for p in _PACKAGES[b]) + sum(_tree_mb(art / f) for f in model_files)
             if e2e_frames:
-                res.end_to_end_fps, res.end_to_end_peak_rss_mb = _e2e(b, art, e2e_frames)
+                res.end_to_end_fps, res.end_to_end_peak_rss_mb = _e2e(b, art, e2e_frames, env_of[b])
     report = {"model": model, "target": target, "input_shape": list(manifest.input.shape), "weights":
               manifest.weights, "image": str(image or DEFAULT_IMAGE), "rounds": rounds, "threads": threads,
               "gflop_per_frame": round(gflop, 3), "machine": {**machine(), "page_cache_dropped": page_cache_dropped},
+              "isa_cap": cap,
               "tuning_records": records_summary(records["tvm-tuned"]) if "tvm-tuned" in artifacts else None,
               "int8_records": records_summary(records["tvm-int8"]) if "tvm-int8" in artifacts else None,
               "quantization": read_manifest(artifacts["tvm-int8"]).quantization if "tvm-int8" in artifacts else None,
@@ -358,7 +384,12 @@ def write_report(report: dict, out: Path) -> None:
                 " tvm-int8: {q}; records {folder} ({tasks_with_records} tasks, {trials} trials, tuned on {on}).".format(
                     q=report.get("quantization"), on=", ".join(report["int8_records"]["tuned_on"]) or "?",
                     **report["int8_records"]))
-             + ("" if not report.get("openvino_quantization") else f" openvino-int8: {report['openvino_quantization']}."),
+             + ("" if not report.get("openvino_quantization") else f" openvino-int8: {report['openvino_quantization']}.")
+             + ("" if not report.get("isa_cap") else
+                " Held to {onednn_max_cpu_isa} like the artifact (ONEDNN_MAX_CPU_ISA): {c}; not capped (no such "
+                "setting, it uses what the CPU has): {n}.".format(c=", ".join(report["isa_cap"]["capped"]) or "none",
+                                                                   n=", ".join(report["isa_cap"]["not_capped"]) or "none",
+                                                                   **report["isa_cap"])),
              "",
              "| backend | p50 ms | p90 ms | p99 ms | fps | GFLOP/s | load s | peak RSS MB | disk MB | max abs diff "
              "| detections (matched) | end-to-end fps | end-to-end peak RSS MB |",

@@ -1,5 +1,8 @@
 """`edgecv bench` on a small real model: the JSON follows its schema and every number was measured."""
 import json
+import os
+import subprocess
+import sys
 from importlib import resources
 
 import jsonschema
@@ -70,3 +73,30 @@ def test_records_summary_says_what_the_tuned_artifact_applied():
     assert summary["tasks_with_records"] == sum(1 for t in meta["tasks"].values() if t.get("best_us")) > 30
     assert summary["trials"] >= 32 * summary["tasks_with_records"]
     assert summary["tuned_on"] and all("AMD" in m or "Intel" in m for m in summary["tuned_on"])
+
+
+def test_isa_cap_holds_openvino_to_the_targets_avx2(tmp_path):
+    """Benchmarking x86-64-v3 on any x86 CPU: OpenVINO (oneDNN) runs AVX2 kernels, as the artifact does; ONNX
+    Runtime, which has no such setting, is reported as not capped."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from edgecv.compile.bench import _cap_env, isa_cap
+
+    assert isa_cap("x86_64", ["openvino"]) is None
+    cap = isa_cap("x86-64-v3", ["mxnet", "onnxruntime", "openvino", "tvm-int8"])
+    assert cap == {"onednn_max_cpu_isa": "AVX2", "capped": ["mxnet", "openvino"], "not_capped": ["onnxruntime"]}
+    w = numpy_helper.from_array(np.full((32, 32, 3, 3), 0.01, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 56, 56])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "conv.onnx")
+    probe = ("import sys, numpy as np, openvino as ov\n"
+             "c = ov.Core().compile_model(sys.argv[1], 'CPU')\n"
+             "c.create_infer_request().infer({0: np.ones((1, 32, 56, 56), np.float32)})\n"
+             "print(' '.join(op.get_rt_info()['primitiveType'].astype(str) for op in c.get_runtime_model().get_ops()"
+             " if 'primitiveType' in op.get_rt_info()))\n")
+    result = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "conv.onnx")], capture_output=True, text=True,
+                            env={**os.environ, **_cap_env(cap)}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    kernels = result.stdout.split()
+    assert any("avx2" in k for k in kernels) and not any("avx512" in k for k in kernels), kernels
