@@ -145,9 +145,11 @@ def isa_cap(target: str, backends: list[str]) -> dict | None:
             "not_capped": [b for b in backends if b == "onnxruntime"]}
 
 
-def _cap_env(cap: dict | None) -> dict:
-    return {} if cap is None else {"ONEDNN_MAX_CPU_ISA": cap["onednn_max_cpu_isa"],
-                                   "DNNL_MAX_CPU_ISA": cap["onednn_max_cpu_isa"]}
+def _cap_env(cap: dict | None, backend: str) -> dict:
+    """The environment that holds ``backend`` to ``cap`` (empty when it isn't capped)."""
+    if cap is None or backend not in cap["capped"]:
+        return {}
+    return {"ONEDNN_MAX_CPU_ISA": cap["onednn_max_cpu_isa"], "DNNL_MAX_CPU_ISA": cap["onednn_max_cpu_isa"]}
 
 
 class _Worker:
@@ -236,7 +238,7 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     runnable = [b for b in backends if results[b].status == "ok"]
     workers = {}
     cap = isa_cap(target, runnable)
-    env_of = {b: _cap_env(cap) if cap and b in cap["capped"] else {} for b in runnable}
+    env_of = {b: _cap_env(cap, b) for b in runnable}
     page_cache_dropped = drop_page_cache()  # every backend's files as read from disk (see drop_page_cache)
     with progress(f"starting {len(runnable)} backends, each in its own process"):
         for b in runnable:
