@@ -103,10 +103,14 @@ def _fold_tail(sch, tail: list) -> list:
     bias into activation and so on), from the last; the blocks left, in order. A block that writes fewer elements
     than the one before it (a slice dropping padded channels) stays its own block, and the blocks after it fold
     into it. (TVM 0.27 lets such a slice be inlined into its producer, which then writes the slice's buffer over
-    the producer's whole extent: out of bounds.)"""
+    the producer's whole extent: out of bounds.) A block whose input is read by another block too (``x`` in a
+    leaky ReLU's ``max(x, 0.1 * x)``) is not folded into it either: TVM 0.27 would, and leave the other reader
+    reading a buffer no block writes any more. The side branch (``0.1 * x``) is first inlined into the block
+    that joins it back (the maximum), so the chain is one again and folds whole."""
+    tail = _join_branches(sch, tail)
     left = []
     for before, step in reversed(list(zip(tail, tail[1:]))):
-        if _written(sch, step) != _written(sch, before):
+        if _written(sch, step) != _written(sch, before) or len(sch.get_consumers(before)) != 1:
             left.append(step)
             continue
         try:
@@ -114,6 +118,22 @@ def _fold_tail(sch, tail: list) -> list:
         except (RuntimeError, ValueError):  # ScheduleError: it stays its own block
             left.append(step)
     return tail[:1] + left[::-1]
+
+
+def _join_branches(sch, tail: list) -> list:
+    """``tail`` with each block that feeds only a block reading other tail blocks too inlined into it."""
+    kept = list(tail)
+    for block in tail[1:-1]:
+        consumers = sch.get_consumers(block)
+        if len(consumers) != 1 or len(sch.get_producers(consumers[0])) < 2 \
+                or _written(sch, consumers[0]) != _written(sch, block):
+            continue
+        try:
+            sch.compute_inline(block)
+        except (RuntimeError, ValueError):  # ScheduleError: it stays
+            continue
+        kept.remove(block)
+    return kept
 
 
 def _extent(sch, loop) -> int:

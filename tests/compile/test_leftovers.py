@@ -1,6 +1,7 @@
 """The schedules compile gives kernels without tuning records (compile/leftovers.py) change how a kernel runs, never
-what it computes: every kernel of a real detector, float32 and int8, scheduled and as imported, on the same random
-inputs, give the same outputs."""
+what it computes: every kernel of two real detectors (SSD: ReLU6 tails and heads ending in a slice; YOLOv3: leaky
+ReLU tails, ``max(x, 0.1 * x)``), float32 and int8 with each int8 kernel of interest this CPU runs, scheduled and as
+imported, on the same random inputs, give the same outputs."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,23 +10,26 @@ import pytest
 pytestmark = [pytest.mark.tvm, pytest.mark.mxnet, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def detector_onnx(tmp_path_factory):
-    """SSD-512 (MobileNet, VOC) at 128 px with random weights, as compile exports it: its heads' output channels
-    (anchors x classes) are no multiple of the int8 kernels' lanes, so their int8 kernels end in a slice."""
+@pytest.fixture(scope="module", params=["ssd_512_mobilenet1.0_voc", "yolo3_mobilenet1.0_coco"])
+def detector_onnx(request, tmp_path_factory):
+    """The detector at 128 px with random weights, as compile exports it. SSD-512's heads' output channels
+    (anchors x classes) are no multiple of the int8 kernels' lanes, so their int8 kernels end in a slice; YOLOv3's
+    convolutions end in a leaky ReLU, whose input is read twice."""
     from edgecv.compile.gluon import load_source_model
     from edgecv.compile.onnx_export import export_onnx
     from edgecv.compile.weights import Weights
     from edgecv.compile.zoo import resolve_model
 
-    spec = resolve_model("ssd_512_mobilenet1.0_voc")
+    spec = resolve_model(request.param)
     model = load_source_model(spec, Weights(random_seed=0), 128, lambda m: None)
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     export_onnx(model, path)
-    return path, model.input_shape
+    return path, model.input_shape, request.param
 
 
-def _random_args(func, rng):
+def _random_args(func, rng, weight_max: int = 127):
+    """Random arguments for ``func``; int8 ones (the packed weights) within what the kernel takes (the AVX2
+    kernels' int16 pair sums saturate beyond +-64: compile rounds the weights onto that range)."""
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
     arrays = []
@@ -35,12 +39,29 @@ def _random_args(func, rng):
             arrays.append(rng.standard_normal(shape).astype(dtype))
         else:
             info_ = np.iinfo(dtype)
-            arrays.append(rng.integers(max(info_.min, -1000), min(info_.max, 1000) + 1, shape).astype(dtype))
+            low, high = (-weight_max, weight_max) if dtype == "int8" else (max(info_.min, -1000), min(info_.max, 1000))
+            arrays.append(rng.integers(low, high + 1, shape).astype(dtype))
     return arrays
+
+
+def _kernels_to_check():
+    """The int8 kernels to check on this CPU: the best one it runs (what ``--int8`` picks here) and the AVX2 one
+    (what the x86 boxes run; every x86-64-v3 CPU runs it)."""
+    from edgecv.compile import quantize as q
+    from edgecv.compile.targets import resolve_target
+    from edgecv.edge.cpu import host_cpu_flags
+
+    flags = host_cpu_flags()
+    return list(dict.fromkeys([q.int8_kernel(resolve_target("x86_64"), flags), q.INT8_KERNELS["avx2"]]))
 
 
 @pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
 def test_every_scheduled_kernel_computes_what_it_did_as_imported(detector_onnx, tmp_path, int8):
+    for kernel in _kernels_to_check() if int8 else [None]:
+        _check_every_kernel(detector_onnx, tmp_path / (kernel.name if kernel else "float32"), kernel)
+
+
+def _check_every_kernel(detector_onnx, tmp_path, kernel):
     import tvm
 
     from edgecv.compile import quantize as q
@@ -49,10 +70,9 @@ def test_every_scheduled_kernel_computes_what_it_did_as_imported(detector_onnx, 
     from edgecv.compile.quantize import serial_tensorized
     from edgecv.compile.targets import resolve_target
     from edgecv.compile.tune import load_tensor_intrinsics
-    from edgecv.edge.cpu import host_cpu_flags
 
-    onnx_path, shape = detector_onnx
-    kernel = q.int8_kernel(resolve_target("x86_64"), host_cpu_flags()) if int8 else None
+    onnx_path, shape, model = detector_onnx
+    int8 = kernel is not None
     plan = None
     if int8:
         rng = np.random.default_rng(0)
@@ -61,7 +81,7 @@ def test_every_scheduled_kernel_computes_what_it_did_as_imported(detector_onnx, 
     mod, _ = import_onnx(onnx_path, "data", shape, plan)
     target = tvm.target.Target(resolve_target("x86_64").tvm_target())
     load_tensor_intrinsics(target)
-    (tmp_path / "records").mkdir()
+    (tmp_path / "records").mkdir(parents=True)
     staged = apply_records(mod, target, tmp_path / "records", False)
     imported = {gv.name_hint: f for gv, f in staged.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
     scheduled = serial_tensorized(schedule_leftovers(staged, int8_intrin=kernel.intrin if kernel else None))
@@ -70,7 +90,7 @@ def test_every_scheduled_kernel_computes_what_it_did_as_imported(detector_onnx, 
     for gv, func in scheduled.functions.items():
         if not isinstance(func, tvm.tirx.PrimFunc) or func.same_as(imported[gv.name_hint]):
             continue
-        args = _random_args(func, rng)
+        args = _random_args(func, rng, kernel.weight_max if int8 else 127)
         results = []
         for version in (imported[gv.name_hint], func):
             library = tvm.compile(tvm.IRModule({"main": version.with_attr("global_symbol", "main")}), target=target)
@@ -79,11 +99,14 @@ def test_every_scheduled_kernel_computes_what_it_did_as_imported(detector_onnx, 
             results.append([t.numpy() for t in tensors])
         for before, after in zip(*results):
             scale = float(np.abs(before).max()) or 1.0
-            np.testing.assert_allclose(after, before, rtol=0, atol=1e-5 * scale, err_msg=gv.name_hint)
+            np.testing.assert_allclose(after, before, rtol=0, atol=1e-5 * scale,
+                                       err_msg=f"{gv.name_hint} ({kernel.name if int8 else 'float32'})")
         checked += 1
         tensorized += bool(func.attrs and TENSORIZED in func.attrs)
     assert checked >= 20
     if int8:
-        assert tensorized >= 10  # the int8 convolutions, heads (ending in a slice) included
-        assert any("strided_slice" in gv.name_hint and func.attrs and TENSORIZED in func.attrs
-                   for gv, func in scheduled.functions.items() if isinstance(func, tvm.tirx.PrimFunc))
+        assert tensorized >= 10, kernel.name
+    if int8:  # SSD's heads (ending in a slice), YOLOv3's leaky ReLU tails (ending in a maximum) included
+        tail = "strided_slice" if model.startswith("ssd") else "maximum"
+        assert any(tail in gv.name_hint and func.attrs and TENSORIZED in func.attrs
+                   for gv, func in scheduled.functions.items() if isinstance(func, tvm.tirx.PrimFunc)), kernel.name
