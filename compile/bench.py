@@ -132,7 +132,7 @@ def machine() -> dict:
 # oneDNN (MXNet's and OpenVINO's kernels) picks its vector ISA from CPUID, up to the cap this variable sets (older
 # oneDNN reads DNNL_MAX_CPU_ISA): benchmarking for an ISA level below the host's, they run that level's code too, as
 # edgecv's artifact does. ONNX Runtime's kernels (MLAS) have no such cap: they use what the CPU has.
-ONEDNN_ISA_CAPS = {"x86-64-v3": "AVX2"}
+ONEDNN_ISA_CAPS = {"x86-64-v3": "AVX2", "x86-64-v3-vnni": "AVX2_VNNI"}
 ONEDNN_BACKENDS = ("mxnet", "mxnet-hybrid", "openvino", "openvino-int8")
 
 

@@ -32,7 +32,12 @@ def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]
     if records is not None:
         prepack = records_prepacked(records)
         log(f"applying tuning records from {records}" + (" (weights pre-packed)" if prepack else ""))
-        executable, params = _compile_tuned(mod, params, tvm_target, records, prepack, log, intrin)
+        with tempfile.TemporaryDirectory(prefix="edgecv-records-") as scratch:
+            if int8 is not None and int8.kernel.transfers:  # another kernel's records, with this one's dot product
+                from edgecv.compile.quantize import transfer_records
+
+                records = transfer_records(records, int8.kernel, Path(scratch))
+            executable, params = _compile_tuned(mod, params, tvm_target, records, prepack, log, intrin)
     elif int8 is not None:  # no records: the int8 kernels still get their dot product (leftovers.int8_schedule)
         with tempfile.TemporaryDirectory(prefix="edgecv-no-records-") as empty:
             executable, params = _compile_tuned(mod, params, tvm_target, Path(empty), False, log, intrin)

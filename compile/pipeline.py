@@ -93,6 +93,8 @@ RECORDS_DB = ("database_workload.json", "database_tuning_record.json")  # MetaSc
 X86_RECORDS = {"skylake-avx512": ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"),
                "x86-64-v3": ("avx2", "fma")}
 TRANSFERRED = "x86-64-v3"
+# presets whose float32 code is another's, and so its records: AVX-VNNI adds an int8 instruction, nothing else
+SAME_FLOAT_CODE = {"x86-64-v3-vnni": "x86-64-v3"}
 
 
 def records_levels(target: str, flags: frozenset[str] | None = None, int8: bool = False) -> list[str]:
@@ -101,9 +103,11 @@ def records_levels(target: str, flags: frozenset[str] | None = None, int8: bool 
     CPU family has."""
     flags = host_cpu_flags() if flags is None else flags
     if int8:
-        from edgecv.compile.quantize import int8_kernel
+        from edgecv.compile.quantize import INT8_KERNELS, int8_kernel
 
-        return [int8_kernel(resolve_target(target), flags).records]
+        kernel = int8_kernel(resolve_target(target), flags)
+        return [kernel.records, *([INT8_KERNELS[kernel.transfers].records] if kernel.transfers else [])]
+    target = SAME_FLOAT_CODE.get(target, target)
     if target == "x86_64":
         own = next((level for level, needs in X86_RECORDS.items() if set(needs) <= flags), "x86_64")
         return [own, *(level for level in X86_RECORDS if level != own)]
@@ -273,8 +277,8 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
     _check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     progress = progress or Progress(0)
-    can_run_here = _host_can_run(target)
-    steps = 4 + (1 if req.verify and can_run_here else 0) + (1 if req.int8 else 0)
+    not_here = target.why_not_here()
+    steps = 4 + (1 if req.verify and not not_here else 0) + (1 if req.int8 else 0)
     progress.total = steps
     kernel = None
     if req.int8:
@@ -287,6 +291,8 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
         if shipped is not None:
             progress.log(f"using the tuning records shipped in {shipped}"
                          + ("" if req.int8 else _records_note(target, shipped.name)))
+            if kernel is not None:
+                check_records_isa(shipped, target, kernel, progress.log)
             req = dataclasses.replace(req, tuning_records=shipped)
         else:
             progress.log(f"no tuning records for {target.name}{' int8' if req.int8 else ''} in "
@@ -318,11 +324,11 @@ def compile_model(req: CompileRequest, progress: Progress | None = None) -> Comp
                 progress.step += 1
         manifest = load_manifest(tmp, arch=target.arch)
         report = None
-        if req.verify and can_run_here:
+        if req.verify and not not_here:
             report = _verify(model, tmp, req, progress)
         elif req.verify:
-            progress.log(f"--verify skipped: a {target.arch} artifact can't run on this machine "
-                         "(the tests run ARM artifacts under qemu)")
+            progress.log(f"--verify skipped: {not_here} (verify it where it runs; the tests run ARM artifacts "
+                         "under qemu)")
         archive = _publish(tmp, out)
         return CompileResult(out, archive, manifest, cached, report)
     finally:
@@ -339,6 +345,8 @@ def _records_note(target: TargetPreset, level: str) -> str:
     if level != own:
         return (f"\nwarning: these records are tuned for {level}; there are none for {own} yet: they run on any "
                 f"{target.arch} CPU, but are not tuned for this one (`edgecv tune --target {target.name}` makes them)")
+    if target.name in SAME_FLOAT_CODE:
+        return f" ({level}'s: {target.name} runs the same float32 code)"
     if level != target.name:
         return " (this CPU's ISA level; the library is compiled for this CPU)"
     return ""
@@ -369,13 +377,18 @@ def records_tuned_for(records: Path) -> set[str]:
 
 
 def check_records_isa(records: Path, target: TargetPreset, kernel, log) -> None:
-    """Records given with --tuning-records: an int8 build refuses another kernel's (their schedules call its
-    instruction); a float32 build uses another ISA level's with a warning."""
+    """Records given with --tuning-records (or shipped, for int8): an int8 build refuses another kernel's (their
+    schedules call its instruction) except the one it transfers from (``Int8Kernel.transfers``: with a warning);
+    a float32 build uses another ISA level's with a warning."""
     tuned = records_tuned_for(records)
     if not tuned:
         return
     if kernel is not None:
-        if kernel.name not in tuned:
+        if kernel.name not in tuned and kernel.transfers in tuned:
+            log(f"warning: the records in {records} are tuned for the {kernel.transfers} int8 kernel and applied with "
+                f"{kernel.name}'s dot product (the same schedules around another instruction): not tuned for it "
+                f"(`edgecv tune --int8 --target {kernel.preset}` on such a CPU makes them)")
+        elif kernel.name not in tuned:
             raise EdgecvError(f"the records in {records} are tuned for the {', '.join(sorted(tuned))} int8 kernel; "
                               f"this build uses {kernel.name}, whose schedules differ",
                               f"pass records tuned with `edgecv tune --int8 --target {kernel.preset}`, or none")
@@ -388,12 +401,6 @@ def check_records_isa(records: Path, target: TargetPreset, kernel, log) -> None:
 
 def _tvm_target(target: TargetPreset) -> dict:
     return target.tvm_target()
-
-
-def _host_can_run(target: TargetPreset) -> bool:
-    from edgecv.edge.elf import host_arch
-
-    return target.arch == host_arch()
 
 
 def _build(model, spec, target, req, folder: Path, tvm_target, records, progress, kernel=None) -> None:

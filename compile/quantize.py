@@ -12,8 +12,8 @@ What changes (``edgecv compile --int8``, ``edgecv tune --int8``):
   CPU's dot product, ``lanes`` output channels by four input channels), then ``(acc - zero * sum(w)) * scale_x *
   scale_w`` back to float32. Padding is the zero point, so the correction is exact at the borders. The first
   convolution (3 input channels) stays float32.
-- The kernel is chosen by the target (``INT8_KERNELS``, ``int8_kernel``): AVX-512 VNNI's vpdpbusd, AVX-512BW's or
-  AVX2's vpmaddubsw + vpmaddwd (whose int16 pair sums saturate: weights get 7 bits there), ARM's sdot (ARMv8.2
+- The kernel is chosen by the target (``INT8_KERNELS``, ``int8_kernel``): AVX-512 VNNI's or AVX-VNNI's vpdpbusd,
+  AVX-512BW's or AVX2's vpmaddubsw + vpmaddwd (whose int16 pair sums saturate: weights get 7 bits there), ARM's sdot (ARMv8.2
   dot product) or NEON's smull + saddlp (ARMv8.0). x86 kernels take unsigned activations, ARM ones signed.
 - Each depthwise convolution whose float32 input is large (``DEPTHWISE_UINT8_MIN_BYTES``) reads that input as
   uint8, quantized the same way (the quantization fuses into the previous kernel's tail, so no float32 copy of
@@ -62,6 +62,8 @@ class Int8Kernel:
     preset: str             # the target preset those records are tuned with
     needs: tuple[str, ...]  # CPU features (Linux names) it runs on
     rules: str              # MetaSchedule's rule set it goes with: "x86" | "arm"
+    transfers: str | None = None  # another kernel whose records it applies until it has its own: the same
+                                  # operands and packing, so the same schedules, with this one's dot product
 
     @property
     def zero_offset(self) -> int:
@@ -76,6 +78,10 @@ INT8_KERNELS: dict[str, Int8Kernel] = {k.name: k for k in (
                "cascadelake", ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"), "x86"),
     # vpmaddubsw + vpmaddwd: pairs of u8 x s8 products are summed into int16 first, with saturation; 255 x 64 x 2
     # = 32640 fits, 255 x 127 x 2 would not: the weights get 7 bits (as ONNX Runtime's reduce_range on AVX2)
+    # the same on 256-bit registers, VEX-encoded (AVX-VNNI: Intel Gracemont/Alder Lake and later, AMD Zen 5), exact;
+    # its schedules are the AVX2 kernel's, so it applies AVX2's records until tuned (``transfer_records``)
+    Int8Kernel("avx-vnni", "x86_64", "dot_16x4_avxvnni", "vpdpbusd.256", 16, "uint8", 127, "x86-64-v3-vnni-int8",
+               "x86-64-v3-vnni", ("avx2", "fma", "avx_vnni"), "x86", transfers="avx2"),
     Int8Kernel("avx512bw", "x86_64", "dot_16x4_avx512", "pmaddubs.w.512", 16, "uint8", 64, "skylake-avx512-int8",
                "skylake-avx512", ("avx512f", "avx512bw"), "x86"),
     Int8Kernel("avx2", "x86_64", "dot_16x4_avx2", "pmadd.ub.sw", 16, "uint8", 64, "x86-64-v3-int8", "x86-64-v3",
@@ -406,10 +412,11 @@ def lift_constants(mod, num_input: int = 1):
 
 def register_int8_intrinsics() -> None:
     """The x86 dot products the kernels tensorize with, beside TVM's own: ``dot_16x4_vnni`` with the operand types
-    LLVM 21+ declares for vpdpbusd (64 x i8, not 16 x i32), and ``dot_16x4_avx2`` (TVM has none for AVX2): each
-    half of the sixteen sums is a vpmaddubsw (u8 x s8 pairs into int16) and a vpmaddwd with ones (int16 pairs
-    into int32) on 256-bit registers. Call after ``tvm.s_tir.tensor_intrin.x86`` is imported, in every process
-    that schedules or builds. (The ARM ones, ``dot_4x4_i8i8s32_sdot`` and ``_neon``, are TVM's as they are.)"""
+    LLVM 21+ declares for vpdpbusd (64 x i8, not 16 x i32); ``dot_16x4_avx2`` (TVM has none for AVX2): each half
+    of the sixteen sums is a vpmaddubsw (u8 x s8 pairs into int16) and a vpmaddwd with ones (int16 pairs into
+    int32) on 256-bit registers; ``dot_16x4_avxvnni`` (AVX-VNNI): each half one 256-bit vpdpbusd. Call after
+    ``tvm.s_tir.tensor_intrin.x86`` is imported, in every process that schedules or builds. (The ARM ones,
+    ``dot_4x4_i8i8s32_sdot`` and ``_neon``, are TVM's as they are.)"""
     import tvm
     from tvm.s_tir import TensorIntrin
     from tvm.s_tir.tensor_intrin import x86
@@ -418,22 +425,31 @@ def register_int8_intrinsics() -> None:
     def llvm(name, *args, dtype):
         return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(name), *args, dtype=dtype)
 
-    @T.prim_func(s_tir=True)
-    def avx2(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
-             c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
-            T.writes(c[0:16])
-            a_bytes = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 8),
-                                    dtype="uint8x32")
-            c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], dtype="int32x8") + llvm(
-                "llvm.x86.avx2.pmadd.wd", llvm("llvm.x86.avx2.pmadd.ub.sw", a_bytes, b.vload([0, 0], dtype="int8x32"),
-                                               dtype="int16x16"), T.broadcast(T.int16(1), 16), dtype="int32x8")
-            c[T.ramp(T.int32(8), 1, 8)] = c.vload([8], dtype="int32x8") + llvm(
-                "llvm.x86.avx2.pmadd.wd", llvm("llvm.x86.avx2.pmadd.ub.sw", a_bytes, b.vload([8, 0], dtype="int8x32"),
-                                               dtype="int16x16"), T.broadcast(T.int16(1), 16), dtype="int32x8")
+    def two_halves(step):
+        """The sixteen sums as two 256-bit halves of eight: ``step(sums, a's 4 bytes x 8, 8 rows of b's 4 bytes)``."""
+        @T.prim_func(s_tir=True)
+        def impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+                 c: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+                T.writes(c[0:16])
+                a_bytes = T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 8),
+                                        dtype="uint8x32")
+                c[T.ramp(T.int32(0), 1, 8)] = step(c.vload([0], dtype="int32x8"), a_bytes,
+                                                   b.vload([0, 0], dtype="int8x32"))
+                c[T.ramp(T.int32(8), 1, 8)] = step(c.vload([8], dtype="int32x8"), a_bytes,
+                                                   b.vload([8, 0], dtype="int8x32"))
+        return impl
 
-    TensorIntrin.register(INT8_KERNELS["avx2"].intrin, x86.dot_product_16x4_u8i8i32_desc, avx2, override=True)
+    def pair_sums(sums, a_bytes, b_bytes):  # u8 x s8 pairs into int16 (vpmaddubsw), int16 pairs into int32 (vpmaddwd)
+        return sums + llvm("llvm.x86.avx2.pmadd.wd", llvm("llvm.x86.avx2.pmadd.ub.sw", a_bytes, b_bytes,
+                                                          dtype="int16x16"), T.broadcast(T.int16(1), 16), dtype="int32x8")
+
+    def dot_256(sums, a_bytes, b_bytes):  # vpdpbusd on ymm: four u8 x s8 products into each int32, exact
+        return llvm("llvm.x86.avx512.vpdpbusd.256", sums, a_bytes, b_bytes, dtype="int32x8")
+
+    TensorIntrin.register(INT8_KERNELS["avx2"].intrin, x86.dot_product_16x4_u8i8i32_desc, two_halves(pair_sums),
+                          override=True)
     if tvm.target.codegen.llvm_version_major() < 21:
         return
 
@@ -450,6 +466,24 @@ def register_int8_intrinsics() -> None:
 
     TensorIntrin.register(INT8_KERNELS["avx512-vnni"].intrin, x86.dot_product_16x4_u8i8i32_desc, vnni_bytes,
                           override=True)
+    TensorIntrin.register(INT8_KERNELS["avx-vnni"].intrin, x86.dot_product_16x4_u8i8i32_desc, two_halves(dot_256),
+                          override=True)
+
+
+def transfer_records(records: Path, kernel: Int8Kernel, into: Path) -> Path:
+    """``records`` tuned for the kernel ``kernel.transfers`` names, as ``kernel`` applies them: copied into ``into``
+    with that kernel's dot product renamed to ``kernel``'s in every trace (the two take the same operands in the
+    same packing, so each schedule is valid for both; only the instructions inside the dot product differ)."""
+    import shutil
+
+    from edgecv.compile.pipeline import RECORDS_DB
+
+    theirs = INT8_KERNELS[kernel.transfers].intrin
+    into.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(records) / RECORDS_DB[0], into / RECORDS_DB[0])
+    traces = (Path(records) / RECORDS_DB[1]).read_text()
+    (into / RECORDS_DB[1]).write_text(traces.replace(f'"{theirs}"', f'"{kernel.intrin}"'))
+    return into
 
 
 def int8_space(kernel: Int8Kernel):

@@ -41,6 +41,17 @@ class TargetPreset:
         return tuple(linux for llvm, linux in LINUX_FLAGS.get(self.arch, {}).items()
                      if tvm.target.codegen.target_has_features(llvm, target))
 
+    def why_not_here(self, flags: frozenset[str] | None = None) -> str | None:
+        """Why this machine can't run this target's code (another architecture, or CPU features this CPU lacks,
+        ``flags`` if given), or None if it can."""
+        from edgecv.edge.cpu import missing_features
+        from edgecv.edge.elf import host_arch
+
+        if self.arch != host_arch():
+            return f"{self.name} code can't run on this {host_arch()} machine"
+        missing = [] if self.name == "x86_64" else missing_features(self.cpu_features(), flags)  # x86_64: this CPU
+        return f"this CPU lacks {', '.join(missing)}: it can't run {self.name} code" if missing else None
+
     def fcompile(self):
         """The compiler that links the library: the host's, or Debian's cross g++ (checked)."""
         if self.cross_compiler is None:
@@ -61,6 +72,9 @@ TARGETS: dict[str, TargetPreset] = {t.name: t for t in (
     TargetPreset("x86-64-v3", "any x86-64 with AVX2 and FMA (Intel Haswell and later, Atom/Celeron/Pentium N from "
                  "Gracemont, Core N; AMD Zen 1-5): the portable box target", "x86_64", {"mcpu": "x86-64-v3"},
                  int8="avx2"),
+    TargetPreset("x86-64-v3-vnni", "x86-64 with AVX2, FMA and AVX-VNNI (Intel N100/N97/N200, Core i3-N305, Atom "
+                 "x7000, Alder Lake and later; AMD Zen 5): x86-64-v3 plus the 256-bit int8 dot product",
+                 "x86_64", {"mcpu": "x86-64-v3", "mattr": ["+avxvnni"]}, int8="avx-vnni"),
     TargetPreset("skylake-avx512", "x86-64 with AVX-512 (Intel Skylake-SP and later, AMD Zen 4)", "x86_64",
                  {"mcpu": "skylake-avx512"}, int8="avx512bw"),
     TargetPreset("cascadelake", "x86-64 with AVX-512 VNNI (Intel Cascade Lake and later, AMD Zen 4 and later)",

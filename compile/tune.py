@@ -280,17 +280,15 @@ def _clock(seconds: float) -> str:
 
 def check_measurable(preset: TargetPreset, rpc) -> None:
     """Local measuring needs a CPU that can run the target's code; say what to do otherwise."""
-    from edgecv.edge.cpu import missing_features
     from edgecv.edge.elf import host_arch
 
     if rpc is not None:
         return
-    if preset.arch != host_arch():
-        raise TargetError(f"{preset.name} code can't run on this {host_arch()} machine to be measured",
-                          "measure on the board: --rpc-tracker HOST:PORT --rpc-key KEY")
-    missing = [] if preset.name == "x86_64" else missing_features(preset.cpu_features())  # x86_64: this CPU
-    if missing:
-        raise TargetError(f"this CPU lacks {', '.join(missing)}: it can't run {preset.name} code to measure it",
+    reason = preset.why_not_here()
+    if reason and preset.arch != host_arch():
+        raise TargetError(f"{reason} to be measured", "measure on the board: --rpc-tracker HOST:PORT --rpc-key KEY")
+    if reason:
+        raise TargetError(f"{reason} to be measured",
                           "tune --target x86_64 here (its float32 records apply to any x86 CPU), or measure on a "
                           "machine that has them with --rpc-tracker HOST:PORT --rpc-key KEY")
 

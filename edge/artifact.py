@@ -116,7 +116,7 @@ class Manifest(Record):
     tuning: str | None = field(None, description="sha256 of the tuning records used, if any")
     quantization: str | None = field(None, description="how the model was quantized (compile --int8); None: float32")
     int8_kernel: str | None = field(None, description="the int8 convolution kernel (compile --int8): avx512-vnni, "
-                                                      "avx512bw, avx2, neon-dotprod or neon")
+                                                      "avx-vnni, avx512bw, avx2, neon-dotprod or neon")
     reference: dict[str, str] | None = field(
         None, description="uncompiled copies of the same graph for reference backends (compile --keep-reference): "
                           "onnx -> file, mxnet_symbol -> file, mxnet_params -> file")
@@ -195,7 +195,8 @@ def check_cpu_features(manifest: Manifest, flags: frozenset[str] | None = None) 
     """Refuse a library that uses CPU features this CPU lacks (it would die of SIGILL, without a message)."""
     missing = missing_features(manifest.target.cpu_features, flags)
     if missing:
-        cpu = manifest.target.tvm.get("mcpu") or manifest.target.name
+        name = manifest.target.name  # the preset, unless it is "this machine's CPU": then LLVM's name for that CPU
+        cpu = (manifest.target.tvm.get("mcpu") or name) if name == "x86_64" else name
         portable, here = (table.get(manifest.target.arch) for table in (_PORTABLE_PRESET, _PRESET_FOR_ARCH))
         raise ArtifactError(f"artifact is compiled for {cpu} and uses {', '.join(missing)}, which this CPU lacks",
                             f"compile it for this box: edgecv compile {manifest.model} --target {portable}"

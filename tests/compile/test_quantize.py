@@ -17,11 +17,29 @@ from edgecv.edge.errors import EdgecvError, TargetError
 # The x86 kernels this CPU runs (each tested where it runs: every x86-64-v3 CPU runs avx2); None if it runs none,
 # which fails the tests that take it rather than leaving them unrun.
 RUNNABLE = q.host_kernels(host_cpu_flags()) or [None]
+# AVX-VNNI's vpdpbusd is AVX-512 VNNI's on 256-bit registers, VEX-encoded: a CPU with AVX-512 VNNI and VL but no
+# AVX-VNNI (AMD Zen 4, Intel Ice Lake-SP) runs the same instruction EVEX-encoded, so the avx-vnni kernel is built
+# and checked there too: its arithmetic run in that encoding, its own target's code (VEX, with LLVM picking no
+# 512-bit register) only built and read.
+EVEX_TWINS = {"avx-vnni": ({"avx512_vnni", "avx512vl"}, ["+avx512vnni", "+avx512vl"])}
+BUILT = RUNNABLE + [q.INT8_KERNELS[name] for name, (needs, _) in EVEX_TWINS.items()
+                    if q.INT8_KERNELS[name] not in RUNNABLE and needs <= host_cpu_flags()]
 
 
 def _runnable(kernel):
     assert kernel is not None, "this CPU runs no int8 kernel: edgecv needs x86-64 with AVX2 and FMA at least"
     return kernel
+
+
+MNEMONIC = {"avx512-vnni": "vpdpbusd", "avx-vnni": "vpdpbusd", "avx512bw": "vpmaddubsw", "avx2": "vpmaddubsw"}
+
+
+def _target(kernel) -> dict:
+    """The kernel's own target, or where this CPU lacks its features, its EVEX twin's."""
+    spec = resolve_target(kernel.preset).tvm_target()
+    if kernel not in RUNNABLE:
+        spec["mattr"] = EVEX_TWINS[kernel.name][1]
+    return spec
 
 
 @pytest.mark.parametrize("kernel", q.INT8_KERNELS.values(), ids=q.INT8_KERNELS)
@@ -104,7 +122,7 @@ def test_without_ranges_nothing_is_quantized(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernel", RUNNABLE, ids=[k.name if k else "none" for k in RUNNABLE])
+@pytest.mark.parametrize("kernel", BUILT, ids=[k.name if k else "none" for k in BUILT])
 def test_int8_kernel_tensorizes_with_its_dot_product_and_is_exact(tmp_path, kernel):
     """MetaSchedule, given the kernel's rules, tensorizes the int8 convolution with the kernel's dot product; the
     schedule builds (with the intrinsic and vectorize fixes) for the kernel's own target and computes exactly what
@@ -126,7 +144,7 @@ def test_int8_kernel_tensorizes_with_its_dot_product_and_is_exact(tmp_path, kern
     zero = te.placeholder((1,), kernel.activations, name="zero")
     out = q.conv2d_int8_nhwc(x, w, zero, (1, 1), (1, 1, 1, 1))
     mod = tvm.IRModule({"main": te.create_prim_func([x, w, zero, out]).with_attr("global_symbol", "main")})
-    target = tvm.target.Target(resolve_target(kernel.preset).tvm_target())
+    target = tvm.target.Target(_target(kernel))
     load_tensor_intrinsics(target)
     db = ms.tune_tir(mod, target, str(tmp_path), max_trials_global=16, num_trials_per_iter=16,
                      space=q.int8_space(kernel), builder=ms.builder.LocalBuilder(f_build=build_candidate))
@@ -135,8 +153,11 @@ def test_int8_kernel_tensorizes_with_its_dot_product_and_is_exact(tmp_path, kern
     assert kernel.intrin in str(sch.trace)
     lib = build_candidate(sch.mod, target, None)
     assert kernel.instruction in sch.mod.script()
+    own = lib if kernel in RUNNABLE else build_candidate(sch.mod, resolve_target(kernel.preset).tvm_target(), None)
+    asm = own.inspect_source("asm")
+    assert MNEMONIC[kernel.name] in asm
     if "avx512f" not in kernel.needs:  # no AVX-512 register anywhere: it runs on an AVX2-only CPU
-        assert "zmm" not in lib.inspect_source("asm")
+        assert "zmm" not in asm
     rng = np.random.default_rng(0)
     low = -128 if kernel.activations == "int8" else 0
     xs = rng.integers(low, low + 256, size=(1, 8, 8, 64)).astype(kernel.activations)
@@ -154,7 +175,7 @@ def test_int8_kernel_tensorizes_with_its_dot_product_and_is_exact(tmp_path, kern
     assert np.array_equal(result.numpy(), want)
 
 
-@pytest.mark.parametrize("kernel", RUNNABLE, ids=[k.name if k else "none" for k in RUNNABLE])
+@pytest.mark.parametrize("kernel", BUILT, ids=[k.name if k else "none" for k in BUILT])
 def test_int8_kernels_without_records_still_use_the_dot_product(tmp_path, kernel):
     """A model no one tuned (every int8 model on an ARM board) gets a fixed schedule around the kernel's dot product
     for its int8 convolutions (leftovers.int8_schedule), computing what the plain basic schedule computes."""
@@ -172,7 +193,7 @@ def test_int8_kernels_without_records_still_use_the_dot_product(tmp_path, kernel
                                                        for _ in range(4)])
     x = rng.normal(size=(1, 8, 64, 64)).astype(np.float32)
     want = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"data": x})[0]
-    target = tvm.target.Target(resolve_target(kernel.preset).tvm_target())
+    target = tvm.target.Target(_target(kernel))
     results = {}
     for intrin in (kernel.intrin, None):
         logged = []
@@ -302,6 +323,8 @@ VNNI = AVX512BW | {"avx512_vnni"}
 
 @pytest.mark.parametrize("target, flags, kernel", [
     ("x86_64", VNNI, "avx512-vnni"), ("x86_64", AVX512BW, "avx512bw"), ("x86_64", AVX2, "avx2"),
+    ("x86_64", AVX2 | {"avx_vnni"}, "avx-vnni"), ("x86_64", VNNI | {"avx_vnni"}, "avx512-vnni"),
+    ("x86-64-v3-vnni", frozenset(), "avx-vnni"),
     ("cascadelake", frozenset(), "avx512-vnni"),  # a named board: its own CPU, not this one
     ("skylake-avx512", VNNI, "avx512bw"), ("x86-64-v3", VNNI, "avx2"),
     ("aarch64", VNNI, "neon"), ("rasp4b64", frozenset(), "neon"), ("rk3399", frozenset(), "neon"),
@@ -372,3 +395,25 @@ def test_compile_int8_runs_on_the_edge_runtime_close_to_float32(tmp_path, detect
         assert 0 < np.median(difference) < 0.03, (key, np.median(difference))
         correlation = np.corrcoef(got[key].ravel(), want[key].ravel())[0, 1]
         assert correlation > least_correlation, (key, correlation)
+
+
+def test_a_kernel_applies_the_records_of_the_one_it_transfers_from_with_its_own_dot_product(tmp_path):
+    """avx-vnni's records are avx2's with the dot product renamed in every trace (the same operands, the same
+    packing: the same schedules); a build given them warns, one given another kernel's still refuses them."""
+    from conftest import REPO
+    from edgecv.compile.pipeline import RECORDS_DB, check_records_isa
+
+    kernel, avx2 = q.INT8_KERNELS["avx-vnni"], q.INT8_KERNELS["avx2"]
+    assert kernel.transfers == "avx2" and (kernel.lanes, kernel.activations) == (avx2.lanes, avx2.activations)
+    shipped = REPO / "models/records/ssd_300_mobilenetv2_oid"
+    theirs = (shipped / "x86-64-v3-int8" / RECORDS_DB[1]).read_text()
+    into = q.transfer_records(shipped / "x86-64-v3-int8", kernel, tmp_path / "records")
+    ours = (into / RECORDS_DB[1]).read_text()
+    assert theirs.count(f'"{avx2.intrin}"') >= 20 and f'"{avx2.intrin}"' not in ours
+    assert ours.replace(f'"{kernel.intrin}"', f'"{avx2.intrin}"') == theirs
+    assert (into / RECORDS_DB[0]).read_bytes() == (shipped / "x86-64-v3-int8" / RECORDS_DB[0]).read_bytes()
+    logged = []
+    check_records_isa(shipped / "x86-64-v3-int8", resolve_target("x86-64-v3-vnni"), kernel, logged.append)
+    assert len(logged) == 1 and "tuned for the avx2 int8 kernel and applied with avx-vnni's dot product" in logged[0]
+    with pytest.raises(EdgecvError, match="tuned for the avx512-vnni int8 kernel; this build uses avx-vnni"):
+        check_records_isa(shipped / "cascadelake-int8", resolve_target("x86-64-v3-vnni"), kernel, logged.append)

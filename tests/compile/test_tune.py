@@ -30,12 +30,24 @@ AVX2 = frozenset({"avx", "avx2", "fma", "sse4_2"})
     ("x86_64", AVX2, ["x86-64-v3", "skylake-avx512"]),          # AVX2 host (Zen 2, Haswell ...)
     ("x86_64", frozenset({"sse4_2"}), ["x86_64", "skylake-avx512", "x86-64-v3"]),
     ("skylake-avx512", AVX2, ["skylake-avx512", "x86-64-v3"]),  # an explicit preset doesn't look at the host
+    ("x86-64-v3-vnni", AVX512, ["x86-64-v3", "skylake-avx512"]),  # AVX-VNNI: the same float32 code as AVX2's
     ("rk3399", AVX512, ["rk3399", "aarch64", "x86-64-v3"]),     # ARM boards: their own, generic, AVX2's transferred
     ("aarch64", AVX2, ["aarch64", "x86-64-v3"]),
     ("armv7", AVX512, ["armv7", "x86-64-v3"]),
 ])
 def test_records_levels(target, flags, expected):
     assert records_levels(target, flags) == expected
+
+
+@pytest.mark.parametrize("target,flags,expected", [
+    ("x86_64", AVX512 | {"avx512_vnni"}, ["cascadelake-int8"]),  # an int8 kernel's records are its own
+    ("x86-64-v3", AVX512, ["x86-64-v3-int8"]),
+    ("x86-64-v3-vnni", AVX2, ["x86-64-v3-vnni-int8", "x86-64-v3-int8"]),  # then the kernel's it transfers from
+    ("x86_64", AVX2 | {"avx_vnni"}, ["x86-64-v3-vnni-int8", "x86-64-v3-int8"]),
+    ("rk3399", AVX2, ["aarch64-int8"]),
+])
+def test_int8_records_levels(target, flags, expected):
+    assert records_levels(target, flags, int8=True) == expected
 
 
 def test_compile_finds_the_first_level_that_has_records(tmp_path, monkeypatch):
@@ -70,6 +82,18 @@ def test_local_measuring_needs_a_cpu_that_runs_the_code(monkeypatch):
     check_measurable(resolve_target("x86-64-v3"), rpc=None)
     monkeypatch.setattr(cpu, "host_cpu_flags", lambda: AVX512 | {"avx", "f16c", "bmi2"})
     check_measurable(resolve_target("skylake-avx512"), rpc=None)
+
+
+def test_why_a_target_cant_run_here_names_what_the_machine_lacks():
+    """What compile --verify and local tuning say when this machine can't run a target's code."""
+    from edgecv.compile.targets import resolve_target
+
+    avx2 = AVX2 | {"avx", "f16c", "bmi2"}
+    assert resolve_target("x86-64-v3").why_not_here(avx2) is None
+    assert resolve_target("x86-64-v3-vnni").why_not_here(avx2) == ("this CPU lacks avx_vnni: it can't run "
+                                                                   "x86-64-v3-vnni code")
+    assert resolve_target("x86-64-v3-vnni").why_not_here(avx2 | {"avx_vnni"}) is None
+    assert resolve_target("aarch64").why_not_here(avx2) == "aarch64 code can't run on this x86_64 machine"
 
 
 @pytest.mark.parametrize("args,message", [

@@ -91,12 +91,9 @@ def test_openvino_int8_finds_what_float32_finds(real_artifacts, opencv_data, tmp
     same people as the float32 graph in ONNX Runtime, on frames it was not calibrated on."""
     import shutil
 
-    import cv2
-
     from edgecv.compile.openvino_int8 import write_openvino_int8
     from edgecv.edge.backends import open_backend
     from edgecv.edge.decode import decode_detections
-    from edgecv.edge.matching import match
     from edgecv.edge.preprocess import preprocess
 
     monkeypatch.setenv("EDGECV_CACHE", str(tmp_path / "cache"))
@@ -104,15 +101,84 @@ def test_openvino_int8_finds_what_float32_finds(real_artifacts, opencv_data, tmp
     shutil.copytree(real_artifacts("ssd_300_mobilenetv2_oid"), folder)
     write_openvino_int8(folder, log=lambda m: None)
     int8, ref = (open_backend(name, folder, threads=2) for name in ("openvino-int8", "onnxruntime"))
+
+    def detect(model, image):
+        x, _ = preprocess(image, ref.manifest.input)
+        return decode_detections(model(x), ref.manifest.decode)
+
+    _finds_what_float32_finds(opencv_data, lambda image: detect(ref, image), lambda image: detect(int8, image))
+
+
+def _finds_what_float32_finds(opencv_data, want, got):
+    """On six vtest.avi frames int8 calibration didn't read, ``got`` matches 90 % of what ``want`` finds (score 0.4,
+    same class, IoU 0.5), and ``want`` finds at least 30 objects."""
+    import cv2
+
+    from edgecv.edge.matching import match
+
     capture = cv2.VideoCapture(str(opencv_data / "vtest.avi"))
     found = matched = 0
     for frame in (0, 150, 300, 450, 600, 750):  # calibration reads frames 12, 37, 62, ...
         capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
         ok, image = capture.read()
         assert ok
-        x, _ = preprocess(image, ref.manifest.input)
-        want, got = (decode_detections(m(x), ref.manifest.decode) for m in (ref, int8))
-        want, got = want[want.scores >= 0.4], got[got.scores >= 0.4]
-        found += len(want)
-        matched += sum(want.class_ids[i] == got.class_ids[j] for i, j in match(want, got, iou_threshold=0.5).pairs)
+        a, b = want(image), got(image)
+        a, b = a[a.scores >= 0.4], b[b.scores >= 0.4]
+        found += len(a)
+        matched += sum(a.class_ids[i] == b.class_ids[j] for i, j in match(a, b, iou_threshold=0.5).pairs)
     assert found >= 30 and matched >= 0.9 * found, (matched, found)
+
+
+def _compile_int8(target: str, out, monkeypatch, mattr: list[str] | None = None) -> str:
+    """Compile the real detector int8 for ``target`` in this process (``mattr``: the target's features replaced);
+    returns what compile logged."""
+    import dataclasses
+    import io
+
+    from edgecv.compile import targets
+    from edgecv.compile.pipeline import CompileRequest, compile_model
+    from edgecv.compile.progress import Progress
+    from edgecv.compile.weights import Weights
+
+    if mattr is not None:
+        preset = targets.TARGETS[target]
+        monkeypatch.setitem(targets.TARGETS, target, dataclasses.replace(preset, tvm={**preset.tvm, "mattr": mattr}))
+    log = io.StringIO()
+    compile_model(CompileRequest(model="ssd_300_mobilenetv2_oid", target=target, out=out, weights=Weights(),
+                                 int8=True, use_cache=False), Progress(0, stream=log))  # a cached build logs less
+    return log.getvalue()
+
+
+def test_avx_vnni_applies_the_avx2_records_with_its_dot_product(real_artifacts, opencv_data, tmp_path, monkeypatch):
+    """The avx-vnni kernel (AVX-VNNI: Core N, Zen 5) has no records of its own: it applies the AVX2 kernel's with its
+    dot product, warning so. Every int8 kernel that has a schedule with avx2 has one with it (the same number get
+    the basic schedule), its library runs vpdpbusd on 256-bit registers and nothing of AVX2's pair sums, and it
+    finds the people float32 finds. A CPU without AVX-VNNI but with AVX-512 VNNI and VL (Zen 4) runs its EVEX twin
+    (the same instruction, EVEX-encoded); one with neither only builds and reads it."""
+    import re
+    import subprocess
+
+    from edgecv.edge.config import DetectConfig
+    from edgecv.edge.cpu import host_cpu_flags
+    from edgecv.edge.detector import Detector
+
+    flags = host_cpu_flags()
+    twin = "avx_vnni" not in flags and {"avx512_vnni", "avx512vl"} <= flags
+    logs = {kernel: _compile_int8(target, tmp_path / kernel, monkeypatch,
+                                  ["+avx512vnni", "+avx512vl"] if twin and kernel == "avx-vnni" else None)
+            for kernel, target in (("avx2", "x86-64-v3"), ("avx-vnni", "x86-64-v3-vnni"))}
+    assert "tuned for the avx2 int8 kernel and applied with avx-vnni's dot product" in logs["avx-vnni"]
+    from edgecv.compile.quantize import INT8_KERNELS
+
+    basic = {k: [line.replace(INT8_KERNELS[k].intrin, "DOT") for line in log.splitlines() if "basic schedule" in line]
+             for k, log in logs.items()}
+    assert len(basic["avx2"]) == 1 and basic["avx-vnni"] == basic["avx2"], basic
+    code = subprocess.run(["objdump", "-d", str(tmp_path / "avx-vnni/model.so")], capture_output=True, text=True,
+                          check=True).stdout
+    assert re.search(r"vpdpbusd\s.*%ymm", code) and "vpmaddubsw" not in code
+    assert twin or "zmm" not in code  # the twin's target has AVX-512F, which LLVM uses elsewhere
+    if not (twin or "avx_vnni" in flags):
+        return
+    int8, ref = (Detector(folder, DetectConfig(score_threshold=0.4))
+                 for folder in (tmp_path / "avx-vnni", real_artifacts("ssd_300_mobilenetv2_oid")))
+    _finds_what_float32_finds(opencv_data, ref, int8)
