@@ -285,12 +285,11 @@ def check_measurable(preset: TargetPreset, rpc) -> None:
     if rpc is not None:
         return
     reason = preset.why_not_here()
-    if reason and preset.arch != host_arch():
-        raise TargetError(f"{reason} to be measured", "measure on the board: --rpc-tracker HOST:PORT --rpc-key KEY")
     if reason:
         raise TargetError(f"{reason} to be measured",
-                          "tune --target x86_64 here (its float32 records apply to any x86 CPU), or measure on a "
-                          "machine that has them with --rpc-tracker HOST:PORT --rpc-key KEY")
+                          "measure on the board: --rpc-tracker HOST:PORT --rpc-key KEY" if preset.arch != host_arch()
+                          else "tune --target x86_64 here (its float32 records apply to any x86 CPU), or measure on a "
+                               "machine that has them with --rpc-tracker HOST:PORT --rpc-key KEY")
 
 
 def _builder_runner(preset: TargetPreset, rpc):

@@ -18,6 +18,10 @@ import tvm  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parent.parent
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+# AVX-VNNI's vpdpbusd is AVX-512 VNNI's on 256-bit registers, VEX-encoded: a CPU with AVX-512 VNNI and VL but no
+# AVX-VNNI (AMD Zen 4, Intel Ice Lake-SP) runs the same instruction EVEX-encoded, which LLVM emits for these
+# features (it picks VEX only with +avxvnni). Kernel -> (the CPU features the twin needs, its target's mattr).
+EVEX_TWINS = {"avx-vnni": (frozenset({"avx512_vnni", "avx512vl"}), ["+avx512vnni", "+avx512vl"])}
 # What needs Debian packages: these fixtures (Mosquitto, opencv-doc's media) and markers (qemu-user, cross g++)
 DEBIAN_FIXTURES = {"broker", "opencv_data"}
 DEBIAN_MARKERS = {"broker", "arm"}

@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import EVEX_TWINS
 from edgecv.compile import quantize as q
 from edgecv.compile.targets import TARGETS, resolve_target
 from edgecv.edge.cpu import host_cpu_flags
@@ -17,11 +18,9 @@ from edgecv.edge.errors import EdgecvError, TargetError
 # The x86 kernels this CPU runs (each tested where it runs: every x86-64-v3 CPU runs avx2); None if it runs none,
 # which fails the tests that take it rather than leaving them unrun.
 RUNNABLE = q.host_kernels(host_cpu_flags()) or [None]
-# AVX-VNNI's vpdpbusd is AVX-512 VNNI's on 256-bit registers, VEX-encoded: a CPU with AVX-512 VNNI and VL but no
-# AVX-VNNI (AMD Zen 4, Intel Ice Lake-SP) runs the same instruction EVEX-encoded, so the avx-vnni kernel is built
-# and checked there too: its arithmetic run in that encoding, its own target's code (VEX, with LLVM picking no
-# 512-bit register) only built and read.
-EVEX_TWINS = {"avx-vnni": ({"avx512_vnni", "avx512vl"}, ["+avx512vnni", "+avx512vl"])}
+# Where this CPU lacks AVX-VNNI but runs its EVEX twin (conftest.EVEX_TWINS), the avx-vnni kernel is built and
+# checked too: its arithmetic run in that encoding, its own target's code (VEX, with LLVM picking no 512-bit
+# register) only built and read.
 BUILT = RUNNABLE + [q.INT8_KERNELS[name] for name, (needs, _) in EVEX_TWINS.items()
                     if q.INT8_KERNELS[name] not in RUNNABLE and needs <= host_cpu_flags()]
 

@@ -158,18 +158,19 @@ def test_avx_vnni_applies_the_avx2_records_with_its_dot_product(real_artifacts, 
     import re
     import subprocess
 
+    from conftest import EVEX_TWINS
+    from edgecv.compile.quantize import INT8_KERNELS
     from edgecv.edge.config import DetectConfig
     from edgecv.edge.cpu import host_cpu_flags
     from edgecv.edge.detector import Detector
 
     flags = host_cpu_flags()
-    twin = "avx_vnni" not in flags and {"avx512_vnni", "avx512vl"} <= flags
+    needs, mattr = EVEX_TWINS["avx-vnni"]
+    twin = "avx_vnni" not in flags and needs <= flags
     logs = {kernel: _compile_int8(target, tmp_path / kernel, monkeypatch,
-                                  ["+avx512vnni", "+avx512vl"] if twin and kernel == "avx-vnni" else None)
+                                  mattr if twin and kernel == "avx-vnni" else None)
             for kernel, target in (("avx2", "x86-64-v3"), ("avx-vnni", "x86-64-v3-vnni"))}
     assert "tuned for the avx2 int8 kernel and applied with avx-vnni's dot product" in logs["avx-vnni"]
-    from edgecv.compile.quantize import INT8_KERNELS
-
     basic = {k: [line.replace(INT8_KERNELS[k].intrin, "DOT") for line in log.splitlines() if "basic schedule" in line]
              for k, log in logs.items()}
     assert len(basic["avx2"]) == 1 and basic["avx-vnni"] == basic["avx2"], basic
