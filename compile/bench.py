@@ -1,8 +1,8 @@
 """``edgecv bench``: compiled vs uncompiled, side by side, in one run.
 
 Each backend runs in its own process (``edge/bench_worker.py``) so load time and peak memory are its
-own; rounds are interleaved across backends so machine noise hits all alike; warm-up is excluded; every
-backend gets the same real input. Accuracy is measured against MXNet on that input.
+own; rounds are interleaved across backends so machine noise hits all alike, each call timed once the previous
+backend's threads are asleep (``settle``); warm-up is excluded; every backend gets the same real input. Accuracy is measured against MXNet on that input.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import numpy as np
 from edgecv.compile.pipeline import CompileRequest, compile_model, find_shipped_records, shipped_records
 from edgecv.compile.zoo import resolve_model
 from edgecv.compile.progress import Progress
+from edgecv.compile.settle import settle
 from edgecv.compile.weights import Weights
 from edgecv.edge.backends import OPENVINO_INSTALL, OPENVINO_INT8
 from edgecv.edge.errors import EdgecvError
@@ -50,6 +51,7 @@ class BackendResult:
     status: str = "ok"
     reason: str | None = None
     latencies_ms: list[float] = field(default_factory=list)
+    cpu_after_ms: list[float] = field(default_factory=list)  # CPU its process used after each answer (spinning)
     load_s: float | None = None
     peak_rss_mb: float | None = None
     disk_mb: float | None = None
@@ -73,6 +75,7 @@ class BackendResult:
                 "disk_mb": None if self.disk_mb is None else round(self.disk_mb, 1),
                 "max_abs_diff": self.max_abs_diff, "detections": self.detections,
                 "detections_matched": self.detections_matched, "same_classes": self.same_classes,
+                "cpu_after_call_ms": round(float(np.mean(self.cpu_after_ms)), 1) if self.cpu_after_ms else None,
                 "end_to_end_fps": self.end_to_end_fps, "end_to_end_peak_rss_mb": self.end_to_end_peak_rss_mb,
                 "latencies_ms": [round(v, 3) for v in self.latencies_ms]}
 
@@ -246,11 +249,13 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
             workers[b] = _Worker(b, art, work / "x.npy", work / f"{b}.npz", threads, env_of[b])
         for b, w in workers.items():
             results[b].load_s = w.read()["load_s"]
+            settle(w.proc.pid)
     with progress(f"{rounds} rounds, interleaved across {', '.join(runnable)}"):
         for r in range(rounds):
             order = runnable[r % len(runnable):] + runnable[: r % len(runnable)]
             for b in order:
                 results[b].latencies_ms.append(workers[b].send("run")["ms"])
+                results[b].cpu_after_ms.append(settle(workers[b].proc.pid) * 1e3)  # before the next one is timed
             progress.log(f"round {r + 1}/{rounds}: " + ", ".join(
                 f"{b} {results[b].latencies_ms[-1]:.1f} ms" for b in runnable))
         for b, w in workers.items():
@@ -377,7 +382,8 @@ def write_report(report: dict, out: Path) -> None:
              f"Python {m['python']}; "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + "."
              + (f" {page_cache_note(m['page_cache_dropped'])}." if "page_cache_dropped" in m else ""),
-             f"Input {report['input_shape']}, weights {report['weights']}, {report['rounds']} interleaved rounds, "
+             f"Input {report['input_shape']}, weights {report['weights']}, {report['rounds']} interleaved rounds "
+             "(each call timed once the previous backend's threads were all asleep), "
              f"{report['gflop_per_frame']} GFLOP per frame."
              + ("" if not report.get("tuning_records") else
                 " tvm-tuned: records {folder} ({tasks_with_records} tasks, {trials} trials, tuned on {on}).".format(
@@ -393,17 +399,17 @@ def write_report(report: dict, out: Path) -> None:
                                                                    n=", ".join(report["isa_cap"]["not_capped"]) or "none",
                                                                    **report["isa_cap"])),
              "",
-             "| backend | p50 ms | p90 ms | p99 ms | fps | GFLOP/s | load s | peak RSS MB | disk MB | max abs diff "
-             "| detections (matched) | end-to-end fps | end-to-end peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| backend | p50 ms | p90 ms | p99 ms | fps | GFLOP/s | CPU ms after each call | load s | peak RSS MB "
+             "| disk MB | max abs diff | detections (matched) | end-to-end fps | end-to-end peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['backend']} | skipped: {r['reason']} ||||||||||||")
+            lines.append(f"| {r['backend']} | skipped: {r['reason']} |||||||||||||")
             continue
         dets = "" if r["detections"] is None else f"{r['detections']} ({r['detections_matched']})"
         diff = "" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
         lines.append(f"| {r['backend']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['fps']} | "
-                     f"{r['gflops_per_s']} | {r['load_s']} | {r['peak_rss_mb']} | {r['disk_mb']} | {diff} | {dets} | "
+                     f"{r['gflops_per_s']} | {r.get('cpu_after_call_ms', '')} | {r['load_s']} | {r['peak_rss_mb']} | {r['disk_mb']} | {diff} | {dets} | "
                      f"{r['end_to_end_fps'] or ''} | {r.get('end_to_end_peak_rss_mb') or ''} |")
     lines += _ratio_table(rows)
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")

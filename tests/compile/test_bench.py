@@ -35,6 +35,7 @@ def test_bench_measures_every_backend_side_by_side(tmp_path, opencv_data):
     for r in ran:  # the summary numbers come from the measured rounds, not from anywhere else
         assert len(r["latencies_ms"]) == 4
         assert r["p50_ms"] == pytest.approx(np.percentile(r["latencies_ms"], 50), abs=0.01)
+        assert r["cpu_after_call_ms"] >= 0  # measured while waiting for its threads to sleep (compile/settle.py)
         assert r["end_to_end_fps"] and r["end_to_end_fps"] > 0
         assert r["end_to_end_peak_rss_mb"] > 100  # Python, OpenCV, the loop and the backend, in `edgecv run`
         if r["backend"] != "openvino-int8":  # (random weights: int8 finds other boxes; the real model's are checked
