@@ -2,7 +2,8 @@
 
 Each backend runs in its own process (``edge/bench_worker.py``) so load time and peak memory are its
 own; rounds are interleaved across backends so machine noise hits all alike, each call timed once the previous
-backend's threads are asleep (``settle``); warm-up is excluded; every backend gets the same real input. Accuracy is measured against MXNet on that input.
+backend's threads are asleep (``settle``); warm-up is excluded; every backend gets the same real input. Accuracy
+is measured against MXNet on that input.
 """
 from __future__ import annotations
 
@@ -409,7 +410,8 @@ def write_report(report: dict, out: Path) -> None:
         dets = "" if r["detections"] is None else f"{r['detections']} ({r['detections_matched']})"
         diff = "" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
         lines.append(f"| {r['backend']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['fps']} | "
-                     f"{r['gflops_per_s']} | {r.get('cpu_after_call_ms', '')} | {r['load_s']} | {r['peak_rss_mb']} | {r['disk_mb']} | {diff} | {dets} | "
+                     f"{r['gflops_per_s']} | {r['cpu_after_call_ms']} | {r['load_s']} | {r['peak_rss_mb']} | "
+                     f"{r['disk_mb']} | {diff} | {dets} | "
                      f"{r['end_to_end_fps'] or ''} | {r.get('end_to_end_peak_rss_mb') or ''} |")
     lines += _ratio_table(rows)
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")

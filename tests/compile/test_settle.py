@@ -7,7 +7,7 @@ import time
 from edgecv.compile.settle import cpu_s, running_threads, settle
 
 SPIN_THEN_SLEEP = """
-import sys, threading, time
+import threading, time
 def spin():
     end = time.monotonic() + 0.4
     while time.monotonic() < end:
