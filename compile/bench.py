@@ -30,17 +30,23 @@ from edgecv.edge.backends import OPENVINO_INSTALL, OPENVINO_INT8
 from edgecv.edge.errors import EdgecvError
 from edgecv.edge.memory import drop_page_cache, page_cache_note
 
-ALL_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "openvino", "openvino-int8", "tvm", "tvm-tuned", "tvm-int8")
-COMPILED = ("tvm", "tvm-tuned", "tvm-int8")  # edgecv's own artifacts: untuned, tuned float32, tuned int8
+ALL_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "openvino", "openvino-int8", "tvm", "tvm-tuned", "tvm-direct",
+                "tvm-int8")
+# edgecv's own artifacts: TVM untuned (no schedules) and tuned (MetaSchedule's records), both with
+# --conv-kernels metaschedule; what `edgecv compile` builds: float32 (direct convolutions, the records for the rest)
+# and int8
+COMPILED = ("tvm", "tvm-tuned", "tvm-direct", "tvm-int8")
+_BUILDS = {"tvm-tuned": dict(int8=False, conv_kernels="metaschedule"), "tvm-direct": dict(int8=False),
+           "tvm-int8": dict(int8=True)}  # CompileRequest fields beside the shipped records; "tvm": none of them
 OTHERS = ("mxnet-hybrid", "onnxruntime", "openvino", "openvino-int8")  # what a user would run instead
 _NEEDS = {"mxnet": ("mxnet", "pip install 'edgecv[compile]'"), "mxnet-hybrid": ("mxnet", "pip install 'edgecv[compile]'"),
           "onnxruntime": ("onnxruntime", "pip install onnxruntime"), "openvino": ("openvino", OPENVINO_INSTALL),
-          "openvino-int8": ("openvino", OPENVINO_INSTALL), "tvm": ("tvm", "pip install 'edgecv[edge]'"),
-          "tvm-tuned": ("tvm", "pip install 'edgecv[edge]'"), "tvm-int8": ("tvm", "pip install 'edgecv[edge]'")}
+          "openvino-int8": ("openvino", OPENVINO_INSTALL),
+          **{b: ("tvm", "pip install 'edgecv[edge]'") for b in COMPILED}}
 # what must be installed to run each backend (framework part of "disk_mb")
 _PACKAGES = {"mxnet": ("mxnet",), "mxnet-hybrid": ("mxnet",), "onnxruntime": ("onnxruntime",),
              "openvino": ("openvino",), "openvino-int8": ("openvino",),
-             "tvm": ("tvm", "tvm_ffi"), "tvm-tuned": ("tvm", "tvm_ffi"), "tvm-int8": ("tvm", "tvm_ffi")}
+             **{b: ("tvm", "tvm_ffi") for b in COMPILED}}
 DEFAULT_IMAGE = Path("/usr/share/doc/opencv-doc/examples/data/basketball1.png")
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
@@ -133,27 +139,43 @@ def machine() -> dict:
             "python": platform.python_version(), "versions": versions, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-# oneDNN (MXNet's and OpenVINO's kernels) picks its vector ISA from CPUID, up to the cap this variable sets (older
-# oneDNN reads DNNL_MAX_CPU_ISA): benchmarking for an ISA level below the host's, they run that level's code too, as
-# edgecv's artifact does. ONNX Runtime's kernels (MLAS) have no such cap: they use what the CPU has.
+# Benchmarking for an ISA level below the host's (x86-64-v3 on an AVX-512 CPU), every backend's process is made to
+# see the level's CPU where the host can fault on CPUID (compile/cpuid_mask.py): ONNX Runtime's kernels (MLAS), oneDNN
+# (MXNet's, OpenVINO's), OpenCV and numpy then pick the code an AVX2 box runs, as edgecv's artifact is compiled to.
+# oneDNN is also capped by its own variable (older oneDNN reads DNNL_MAX_CPU_ISA), which works on any CPU.
 ONEDNN_ISA_CAPS = {"x86-64-v3": "AVX2", "x86-64-v3-vnni": "AVX2_VNNI"}
 ONEDNN_BACKENDS = ("mxnet", "mxnet-hybrid", "openvino", "openvino-int8")
 
 
-def isa_cap(target: str, backends: list[str]) -> dict | None:
-    """The vector ISA the other runtimes are held to when benchmarking ``target``, and which of them are."""
-    cap = ONEDNN_ISA_CAPS.get(target)
-    if cap is None:
+def isa_cap(target: str, backends: list[str], flags: frozenset[str] | None = None) -> dict | None:
+    """How the backends are held to ``target``'s ISA level: the CPU features hidden from every backend's process
+    (those of the level's ``cpuid_mask.HIDDEN`` this CPU has; none when it has none of them, or can't hide them:
+    ``cpuid_why_not``), oneDNN's cap, and which of the other runtimes are held to the level and which may run more."""
+    from edgecv.compile import cpuid_mask
+    from edgecv.edge.cpu import host_cpu_flags
+
+    onednn, hidden = ONEDNN_ISA_CAPS.get(target), cpuid_mask.HIDDEN.get(target)
+    if onednn is None and hidden is None:
         return None
-    return {"onednn_max_cpu_isa": cap, "capped": [b for b in backends if b in ONEDNN_BACKENDS],
-            "not_capped": [b for b in backends if b == "onnxruntime"]}
+    flags = host_cpu_flags() if flags is None else flags
+    above = [f for f in hidden or () if f in flags]  # what this CPU has beyond the level
+    why = cpuid_mask.why_not(flags) if above else None
+    others = [b for b in backends if b not in COMPILED]
+    held = [b for b in others if not above or why is None or b in ONEDNN_BACKENDS]
+    return {"onednn_max_cpu_isa": onednn, "cpuid_hidden": above if above and why is None else None,
+            "cpuid_why_not": why, "capped": held, "not_capped": [b for b in others if b not in held]}
 
 
 def _cap_env(cap: dict | None, backend: str) -> dict:
-    """The environment that holds ``backend`` to ``cap`` (empty when it isn't capped)."""
-    if cap is None or backend not in cap["capped"]:
-        return {}
-    return {"ONEDNN_MAX_CPU_ISA": cap["onednn_max_cpu_isa"], "DNNL_MAX_CPU_ISA": cap["onednn_max_cpu_isa"]}
+    """The environment that holds ``backend`` to ``cap`` (empty when nothing does)."""
+    env = {}
+    if cap and cap["cpuid_hidden"]:
+        from edgecv.compile.cpuid_mask import environment
+
+        env.update(environment(cap["cpuid_hidden"]))
+    if cap and cap["onednn_max_cpu_isa"] and backend in ONEDNN_BACKENDS:
+        env.update(ONEDNN_MAX_CPU_ISA=cap["onednn_max_cpu_isa"], DNNL_MAX_CPU_ISA=cap["onednn_max_cpu_isa"])
+    return env
 
 
 class _Worker:
@@ -208,7 +230,7 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     from edgecv.edge.preprocess import preprocess
 
     progress = progress or Progress(0)
-    progress.total = 4 + sum(b in backends for b in ("tvm-tuned", "tvm-int8", "openvino-int8"))
+    progress.total = 4 + sum(b in backends for b in (*_BUILDS, "openvino-int8"))
     unknown = [b for b in backends if b not in ALL_BACKENDS]
     if unknown:
         raise EdgecvError(f"unknown backend(s) {', '.join(unknown)}", f"use some of {', '.join(ALL_BACKENDS)}")
@@ -221,13 +243,13 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     with progress(f"compiling {model} for {target} (untuned, with the uncompiled reference graph)"):
         artifacts = {"": work / "art"}
         compile_model(CompileRequest(model=model, target=target, out=artifacts[""], weights=weights,
-                                     input_size=input_size, keep_reference=True, use_shipped_records=False),
-                      Progress(0, quiet=True))
+                                     input_size=input_size, keep_reference=True, use_shipped_records=False,
+                                     conv_kernels="metaschedule"), Progress(0, quiet=True))
     records = {}
-    for b, int8 in (("tvm-tuned", False), ("tvm-int8", True)):
+    for b, build in _BUILDS.items():
         if b in backends and results[b].status == "ok":
-            records[b] = _tuned_artifact(results[b], int8, work / b, weights, input_size, target, progress)
-            if records[b] is not None:
+            records[b] = _tuned_artifact(results[b], work / b, weights, input_size, target, progress, **build)
+            if results[b].status == "ok":
                 artifacts[b] = work / b
     openvino_int8 = None
     if "openvino-int8" in backends and results["openvino-int8"].status == "ok":
@@ -292,7 +314,8 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
               "gflop_per_frame": round(gflop, 3), "machine": {**machine(), "page_cache_dropped": page_cache_dropped},
               "isa_cap": cap,
               "tuning_records": records_summary(records["tvm-tuned"]) if "tvm-tuned" in artifacts else None,
-              "int8_records": records_summary(records["tvm-int8"]) if "tvm-int8" in artifacts else None,
+              "direct_records": records_summary(records["tvm-direct"]) if records.get("tvm-direct") else None,
+              "int8_records": records_summary(records["tvm-int8"]) if records.get("tvm-int8") else None,
               "quantization": read_manifest(artifacts["tvm-int8"]).quantization if "tvm-int8" in artifacts else None,
               "openvino_quantization": openvino_int8,
               "results": [results[b].row(gflop) for b in backends]}
@@ -300,10 +323,11 @@ def run_bench(model: str, backends: list[str], rounds: int = 20, threads: int | 
     return report
 
 
-def _tuned_artifact(result: BackendResult, int8: bool, out: Path, weights: Weights, input_size: int | None,
-                    target: str, progress: Progress) -> Path | None:
-    """Compile ``result.model`` with its shipped records (float32 or int8) into ``out``: the records used, or None
-    with ``result`` marked skipped and why."""
+def _tuned_artifact(result: BackendResult, out: Path, weights: Weights, input_size: int | None, target: str,
+                    progress: Progress, int8: bool, conv_kernels: str = "direct") -> Path | None:
+    """Compile ``result.model`` with its shipped records (float32 or int8) into ``out``, or mark ``result`` skipped and
+    why (no int8 path for the target; no records, where the convolutions need them: a direct build without records is
+    what `edgecv compile` does then too). Returns the records used, if any."""
     model = result.model
     default_size = resolve_model(model).input_size
     if int8:
@@ -317,14 +341,17 @@ def _tuned_artifact(result: BackendResult, int8: bool, out: Path, weights: Weigh
             result.status, result.reason = "skipped", str(exc)
             return None
     records = find_shipped_records(model, input_size, default_size, target, int8)
-    if records is None:
+    if records is None and conv_kernels == "metaschedule":
         result.status = "skipped"
         result.reason = (f"no tuning records in {shipped_records(model, input_size, default_size, target, int8)}"
-                         f": run `edgecv tune {model} --target {target}{' --int8' if int8 else ''}`")
+                         f": run `edgecv tune {model} --target {target}{' --int8' if int8 else ''} "
+                         "--conv-kernels metaschedule`")
         return None
-    with progress(f"compiling {model}{' in int8' if int8 else ''} with the tuning records in {records}"):
+    with progress(f"compiling {model}{' in int8' if int8 else ''} ({conv_kernels} convolutions) with "
+                  + (f"the tuning records in {records}" if records else "no tuning records")):
         compile_model(CompileRequest(model=model, target=target, out=out, weights=weights, input_size=input_size,
-                                     tuning_records=records, int8=int8), Progress(0, quiet=True))
+                                     tuning_records=records, use_shipped_records=False, int8=int8,
+                                     conv_kernels=conv_kernels), Progress(0, quiet=True))
     return records
 
 
@@ -372,6 +399,17 @@ def _ratio_table(rows: dict) -> list[str]:
             *(f"| {t} | " + " | ".join(_ratio(rows, t, b) for b in others) + " |" for t in mine)]
 
 
+def _isa_cap_note(cap: dict | None, target: str) -> str:
+    if not cap:
+        return ""
+    how = (f"this CPU's {', '.join(cap['cpuid_hidden'])} hidden from every backend's process (CPUID masked)"
+           if cap["cpuid_hidden"] else "nothing above it on this CPU" if not cap["cpuid_why_not"] else
+           f"oneDNN's only, with ONEDNN_MAX_CPU_ISA={cap['onednn_max_cpu_isa']} ({cap['cpuid_why_not']})")
+    return (f" Held to {target}'s ISA like the artifact: {how}; held: {', '.join(cap['capped']) or 'none'}"
+            + (f"; NOT held (they use what this CPU has): {', '.join(cap['not_capped'])}" if cap["not_capped"] else "")
+            + ".")
+
+
 def write_report(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"bench-{report['model']}-{report['target']}"
@@ -389,16 +427,15 @@ def write_report(report: dict, out: Path) -> None:
              + ("" if not report.get("tuning_records") else
                 " tvm-tuned: records {folder} ({tasks_with_records} tasks, {trials} trials, tuned on {on}).".format(
                     on=", ".join(report["tuning_records"]["tuned_on"]) or "?", **report["tuning_records"]))
+             + ("" if not report.get("direct_records") else
+                " tvm-direct: direct convolutions, records {folder} for the other kernels.".format(
+                    **report["direct_records"]))
              + ("" if not report.get("int8_records") else
                 " tvm-int8: {q}; records {folder} ({tasks_with_records} tasks, {trials} trials, tuned on {on}).".format(
                     q=report.get("quantization"), on=", ".join(report["int8_records"]["tuned_on"]) or "?",
                     **report["int8_records"]))
              + ("" if not report.get("openvino_quantization") else f" openvino-int8: {report['openvino_quantization']}.")
-             + ("" if not report.get("isa_cap") else
-                " Held to {onednn_max_cpu_isa} like the artifact (ONEDNN_MAX_CPU_ISA): {c}; not capped (no such "
-                "setting, it uses what the CPU has): {n}.".format(c=", ".join(report["isa_cap"]["capped"]) or "none",
-                                                                   n=", ".join(report["isa_cap"]["not_capped"]) or "none",
-                                                                   **report["isa_cap"])),
+             + _isa_cap_note(report.get("isa_cap"), report["target"]),
              "",
              "| backend | p50 ms | p90 ms | p99 ms | fps | GFLOP/s | CPU ms after each call | load s | peak RSS MB "
              "| disk MB | max abs diff | detections (matched) | end-to-end fps | end-to-end peak RSS MB |",

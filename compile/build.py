@@ -4,19 +4,21 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from edgecv.compile.leftovers import Kernels
 from edgecv.compile.targets import TargetPreset
 
 
 def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...], target: TargetPreset,
                   library: Path, params_file: Path, records: Path | None = None, log=lambda m: None,
-                  int8=None) -> dict:
+                  int8=None, direct: bool = True) -> dict:
     """Compile and export; returns the TVM target dict used (recorded in the manifest).
 
     The weights go to ``params_file`` (an uncompressed .npz, in the order ``main`` takes them), not into
     the library: a library with embedded constants costs about three times their size in memory when
     loaded (the mapped file, the deserialised blob, the tensors); separate, they are read once.
     With ``int8`` (a ``quantize.Int8Plan``: calibrated ranges and the CPU's kernel) the full convolutions run in
-    int8 (``quantize``).
+    int8 (``quantize``). With ``direct`` the float32 convolutions (all of them, or those int8 leaves) run as
+    edgecv's register-tiled kernels (``direct``) instead of the schedules the records give them.
     With records tuned for pre-packed weights (``records_prepacked``), the weights are stored already in the
     layouts the tuned kernels chose: the layout transforms run here, once, not on the device.
     """
@@ -24,11 +26,14 @@ def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]
 
     import tvm
 
+    from edgecv.compile.direct import kernels_for
+
     fcompile = target.fcompile()  # fails early, before the slow part, if the cross g++ is missing
-    mod, params = import_onnx(onnx_path, input_name, input_shape, int8, log)
     spec = target.tvm_target()
     tvm_target = tvm.target.Target(spec)
-    intrin = int8.kernel.intrin if int8 is not None else None
+    tiles = kernels_for(tvm_target)
+    mod, params = import_onnx(onnx_path, input_name, input_shape, int8, log, tiles, direct)
+    kernels = Kernels(int8.kernel.intrin if int8 is not None else None, tiles.lanes)
     if records is not None:
         prepack = records_prepacked(records)
         log(f"applying tuning records from {records}" + (" (weights pre-packed)" if prepack else ""))
@@ -37,10 +42,10 @@ def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]
                 from edgecv.compile.quantize import transfer_records
 
                 records = transfer_records(records, int8.kernel, Path(scratch))
-            executable, params = _compile_tuned(mod, params, tvm_target, records, prepack, log, intrin)
-    elif int8 is not None:  # no records: the int8 kernels still get their dot product (leftovers.int8_schedule)
+            executable, params = _compile_tuned(mod, params, tvm_target, records, prepack, log, kernels)
+    elif int8 is not None or direct:  # no records: the int8 and direct kernels still get theirs
         with tempfile.TemporaryDirectory(prefix="edgecv-no-records-") as empty:
-            executable, params = _compile_tuned(mod, params, tvm_target, Path(empty), False, log, intrin)
+            executable, params = _compile_tuned(mod, params, tvm_target, Path(empty), False, log, kernels)
     else:
         executable = tvm.compile(mod, target=tvm_target)
     np.savez(params_file, **{f"p{i:04d}": p.numpy() for i, p in enumerate(params)})
@@ -50,11 +55,11 @@ def build_library(onnx_path: Path, input_name: str, input_shape: tuple[int, ...]
 
 
 def _compile_tuned(mod, params: list, tvm_target, records: Path, prepack: bool, log=lambda m: None,
-                   int8_intrin: str | None = None):
+                   kernels: Kernels = Kernels()):
     """The executable with the records applied, and the weights it takes (re-laid out when pre-packed).
 
     Kernels the records don't cover get a basic schedule (``leftovers``), int8 convolutions one tensorized with
-    ``int8_intrin``. Pre-packing lifts the weight layout
+    ``kernels.int8_intrin``, direct ones theirs. Pre-packing lifts the weight layout
     transforms into ``main_transform_params``: that function is built for
     this machine's generic CPU and run here on the weights, and left out of the library the device loads.
     """
@@ -68,7 +73,7 @@ def _compile_tuned(mod, params: list, tvm_target, records: Path, prepack: bool, 
 
     load_tensor_intrinsics(tvm_target)  # the records' traces tensorize with them
 
-    staged = serial_tensorized(schedule_leftovers(apply_records(mod, tvm_target, records, prepack), log, int8_intrin))
+    staged = serial_tensorized(schedule_leftovers(apply_records(mod, tvm_target, records, prepack), log, kernels))
     if prepack:
         host = tvm.target.Target({"kind": "llvm"})
         transform = relax.transform.DeadCodeElimination(["main_transform_params"])(_only(staged, "main_transform_params"))
@@ -104,9 +109,13 @@ def records_prepacked(records: Path) -> bool:
     return any(b"layout_free_buffers" in base64.b64decode(json.loads(line)[1]) for line in lines if line.strip())
 
 
-def import_onnx(onnx_path: Path, input_name: str, input_shape: tuple[int, ...], int8=None, log=lambda m: None):
+def import_onnx(onnx_path: Path, input_name: str, input_shape: tuple[int, ...], int8=None, log=lambda m: None,
+                tiles=None, direct: bool = False):
     """The Relax module ``build_library`` compiles (weights as parameters of ``main``) and those weights; with an
-    ``int8`` plan (``quantize.Int8Plan``), its full convolutions quantized (``quantize.quantize_module``).
+    ``int8`` plan (``quantize.Int8Plan``), its full convolutions quantized (``quantize.quantize_module``); with
+    ``direct``, its float32 convolutions as direct kernels (``direct.direct_module``). ``tiles``
+    (``direct.DirectKernels``: compile and tune pass the target's; by default ones any CPU's registers hold) shapes
+    the direct kernels, which int8's depthwise ones are too.
 
     ``edgecv tune`` extracts its tasks from this same module, so its records match what compile builds.
     """
@@ -118,11 +127,22 @@ def import_onnx(onnx_path: Path, input_name: str, input_shape: tuple[int, ...], 
                     keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     params = list(params.get("main", []))
+    if int8 is None and not direct:
+        return mod, params
+    from edgecv.compile.direct import DirectKernels
+    from edgecv.compile.rewrite import channels_last, lift_constants
+
+    tiles = tiles or DirectKernels(lanes=4, registers=16)
+    mod, num_input = channels_last(mod, params)
     if int8 is not None:
         from edgecv.compile.quantize import quantize_module
 
-        mod, params = quantize_module(mod, params, int8, log)
-    return mod, params
+        mod = quantize_module(mod, int8, tiles, log)
+    if direct:
+        from edgecv.compile.direct import direct_module
+
+        mod = direct_module(mod, tiles, log)
+    return lift_constants(mod, num_input)
 
 
 def clip_bounds_as_constants(model):

@@ -15,7 +15,10 @@ dot product, so a model nobody tuned still runs its int8 kernels on it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 SCHEDULED = "tirx.is_scheduled"  # what MetaSchedule's ApplyDatabase marks the kernels it scheduled with
+DIRECT = "edgecv.direct"         # marks what direct.direct_schedule scheduled
 
 
 class _Redundant(Exception):
@@ -159,25 +162,36 @@ def _written(sch, block) -> int:
     return n
 
 
-def schedule_leftovers(mod, log=lambda message: None, int8_intrin: str | None = None):
-    """``mod`` with ``basic_schedule`` applied to each PrimFunc not yet scheduled (``int8_schedule`` with
-    ``int8_intrin`` to the int8 convolutions); logs how many it covered."""
+@dataclass(frozen=True)
+class Kernels:
+    """What edgecv's own kernels in a module need to be scheduled: the int8 convolutions' dot product (a
+    ``TensorIntrin`` name) and the float32 registers' width for the direct ones; None where there are none."""
+
+    int8_intrin: str | None = None
+    direct_lanes: int | None = None
+
+
+def schedule_leftovers(mod, log=lambda message: None, kernels: Kernels = Kernels()):
+    """``mod`` with a schedule for each PrimFunc not yet scheduled: ``int8_schedule`` for the int8 convolutions,
+    ``direct.direct_schedule`` for the direct ones, ``basic_schedule`` for the rest; logs how many it covered."""
     from tvm import relax
 
-    done, kept, dot = [], [], []
+    done, kept, dot, direct = [], [], [], []
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function) or (func.attrs is not None and SCHEDULED in func.attrs
                                                 and func.attrs[SCHEDULED]):
             continue
-        scheduled = _first_that_fits(func, int8_intrin)
+        scheduled = _first_that_fits(func, kernels)
         if scheduled is None:
             kept.append(gv.name_hint)
             continue
         mod[gv] = scheduled
-        (dot if TENSORIZED in scheduled.attrs else done).append(gv.name_hint)
+        (dot if TENSORIZED in scheduled.attrs else direct if DIRECT in scheduled.attrs else done).append(gv.name_hint)
+    if direct:
+        log(f"direct schedule for {len(direct)} convolutions")
     if done or dot:
         log(f"basic schedule for {len(done) + len(dot)} kernels without tuning records"
-            + (f" ({len(dot)} int8 ones with {int8_intrin})" if dot else "")
+            + (f" ({len(dot)} int8 ones with {kernels.int8_intrin})" if dot else "")
             + (f" ({len(kept)} others left as imported)" if kept else ""))
     return mod
 
@@ -185,8 +199,12 @@ def schedule_leftovers(mod, log=lambda message: None, int8_intrin: str | None = 
 TENSORIZED = "edgecv.int8_schedule"  # marks what int8_schedule scheduled (counted in the log)
 
 
-def _first_that_fits(func, int8_intrin: str | None):
-    for schedule in ([lambda f: int8_schedule(f, int8_intrin)] if int8_intrin else []) + [basic_schedule]:
+def _first_that_fits(func, kernels: Kernels):
+    from edgecv.compile.direct import direct_schedule
+
+    schedules = ([lambda f: int8_schedule(f, kernels.int8_intrin)] if kernels.int8_intrin else []) \
+        + ([lambda f: direct_schedule(f, kernels.direct_lanes)] if kernels.direct_lanes else []) + [basic_schedule]
+    for schedule in schedules:
         try:
             scheduled = schedule(func)
         except (RuntimeError, ValueError):  # ScheduleError (a RuntimeError) and friends: try the next

@@ -23,7 +23,7 @@ from edgecv.compile.progress import Progress
 from edgecv.compile.targets import TargetPreset, resolve_target
 from edgecv.compile.weights import Weights
 from edgecv.compile.zoo import ModelSpec, resolve_model
-from edgecv.edge.artifact import (MANIFEST, InputSpec, Manifest, OutputSpec, TargetSpec,
+from edgecv.edge.artifact import (CONV_KERNELS, MANIFEST, InputSpec, Manifest, OutputSpec, TargetSpec,
                                   load_manifest, sha256_file)
 from edgecv.edge.cpu import host_cpu_flags
 from edgecv.edge.errors import ArtifactError, EdgecvError, VerificationError
@@ -53,6 +53,7 @@ class CompileRequest:
     decoder: str | None = None        # an ONNX detector's decoder plug-in (compile/onnx_input.py)
     int8: bool = False                # full convolutions in int8 (AVX-512 VNNI; compile/quantize.py)
     calibration: str | None = None    # int8: video/folder/glob of images to calibrate on (default: vtest.avi)
+    conv_kernels: str = "direct"      # float32 convolutions: edgecv's direct kernels, or "metaschedule" (records')
 
 
 @dataclass
@@ -67,7 +68,8 @@ class CompileResult:
 # The code that shapes an artifact: a change here invalidates cached builds (and nothing else does).
 _SHAPING_CODE = ("compile/heads.py", "compile/weights.py", "compile/gluon.py", "compile/onnx_export.py",
                  "compile/onnx_input.py", "compile/build.py", "compile/targets.py", "compile/pipeline.py",
-                 "compile/zoo.py", "compile/leftovers.py", "compile/quantize.py", "edge/artifact.py")
+                 "compile/zoo.py", "compile/leftovers.py", "compile/quantize.py", "compile/direct.py",
+                 "compile/rewrite.py", "edge/artifact.py")
 
 
 def _source_digest() -> str:
@@ -165,6 +167,7 @@ def cache_key(spec: ModelSpec, req: CompileRequest, target_spec: dict, records: 
              "weights": _weights_id(req.weights), "input_size": req.input_size or spec.input_size,
              "target": target_spec, "records": records, "classes": req.classes, "reference": req.keep_reference,
              "int8": _calibration_id(req), "int8_kernel": kernel.name if kernel else None,
+             "conv_kernels": req.conv_kernels,
              "tvm": tvm.__version__,
              "edgecv": edgecv.__version__, "source": _source_digest()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -172,7 +175,7 @@ def cache_key(spec: ModelSpec, req: CompileRequest, target_spec: dict, records: 
 
 def _manifest(spec: ModelSpec, model, target: TargetPreset, tvm_target: dict, folder: Path, weights: Weights,
               records: str | None, reference: dict[str, str] | None, quantization: str | None = None,
-              kernel=None) -> Manifest:
+              kernel=None, conv_kernels: str | None = None) -> Manifest:
     import tvm
 
     shapes = [tuple(int(d) for d in a.shape) for a in model.raw(_zeros(model.input_shape)).values()]
@@ -183,6 +186,7 @@ def _manifest(spec: ModelSpec, model, target: TargetPreset, tvm_target: dict, fo
         target=TargetSpec(name=target.name, arch=target.arch, tvm=tvm_target,
                           cpu_features=target.cpu_features(tvm_target)),
         input=input_spec(spec, model), quantization=quantization, int8_kernel=kernel.name if kernel else None,
+        conv_kernels=conv_kernels,
         outputs=outputs, decode=model.decode, classes=model.classes, groups=spec.groups,
         library=LIBRARY, params=PARAMS,
         files={name: sha256_file(folder / name) for name in [LIBRARY, PARAMS, *(reference or {}).values()]},
@@ -268,7 +272,13 @@ def load_model(spec: ModelSpec, req: CompileRequest, log=lambda m: None):
     return load_source_model(spec, req.weights, req.input_size, log, req.classes)
 
 
+def check_conv_kernels(conv_kernels: str) -> None:
+    if conv_kernels not in CONV_KERNELS:
+        raise EdgecvError(f"unknown convolution kernels {conv_kernels!r}", f"use one of {', '.join(CONV_KERNELS)}")
+
+
 def compile_model(req: CompileRequest, progress: Progress | None = None) -> CompileResult:
+    check_conv_kernels(req.conv_kernels)
     spec = resolve_model(req.model, req.decoder)
     req = _shipped_weights(spec, req)
     target = resolve_target(req.target)
@@ -424,12 +434,12 @@ def _build(model, spec, target, req, folder: Path, tvm_target, records, progress
                       + (", int8" if req.int8 else "")
                       + (" with tuning records" if req.tuning_records else " (untuned)")):
             build_library(onnx_path, "data", model.input_shape, target, folder / LIBRARY, folder / PARAMS,
-                          req.tuning_records, progress.log, plan)
+                          req.tuning_records, progress.log, plan, direct=req.conv_kernels == "direct")
         if req.keep_reference:
             reference = _write_reference(model, onnx_path, folder)
     with progress("writing manifest.json with checksums"):
         manifest = _manifest(spec, model, target, tvm_target, folder, req.weights, records, reference,
-                             _quantization(req, kernel), kernel)
+                             _quantization(req, kernel), kernel, req.conv_kernels)
         (folder / MANIFEST).write_text(manifest.to_json())
 
 

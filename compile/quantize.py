@@ -17,11 +17,10 @@ What changes (``edgecv compile --int8``, ``edgecv tune --int8``):
   dot product) or NEON's smull + saddlp (ARMv8.0). x86 kernels take unsigned activations, ARM ones signed.
 - Each depthwise convolution whose float32 input is large (``DEPTHWISE_UINT8_MIN_BYTES``) reads that input as
   uint8, quantized the same way (the quantization fuses into the previous kernel's tail, so no float32 copy of
-  the big tensor is ever stored), in a kernel of its own (``depthwise_uint8_nhwc``: padded with the zero point,
-  ``sum(x * w * scale_x)`` in float32, minus ``zero * sum(w * scale_x)`` per channel); its output is float32 as
-  before. Why: memory per model instance (the edge process runs one instance per stream), where the early,
-  high-resolution layers' float32 inputs are the largest buffers of the VM's memory plan. The smaller depthwise
-  inputs stay float32: their buffers are small, and each would be one more task to tune.
+  the big tensor is ever stored), in the direct depthwise kernel reading bytes (``direct.depthwise_direct``:
+  ``sum((x - zero) * w * scale_x)`` in float32, the padding contributing nothing); its output is float32 as before. Why: memory per model instance (the edge process runs one instance per stream),
+  where the early, high-resolution layers' float32 inputs are the largest buffers of the VM's memory plan. The
+  smaller depthwise inputs stay float32 (direct kernels too, with ``--conv-kernels direct``): their buffers are small.
 - Activation ranges come from running the float32 graph in ONNX Runtime on calibration images (min/max per
   convolution input, full and depthwise); each range is found again in the Relax graph by its convolution's
   weights (a digest of their values), so the two graphs need not name anything alike.
@@ -39,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from edgecv.compile.rewrite import const
 
 PACK_C = 4  # input channels per dot product: every kernel below sums four neighbouring bytes
 # a depthwise convolution whose float32 input is at least this big reads it as uint8 (``depthwise_uint8``)
@@ -298,22 +299,6 @@ def conv2d_int8_nhwc(x, w, zero, strides, padding):
         name="conv2d_int8")
 
 
-def depthwise_uint8_nhwc(x, w, zero, strides, padding):
-    """TE: uint8 NHWC input (padded with ``zero[0]``, the zero point) x float32 weights ``[R, S, C]`` (already
-    times the input's scale) -> float32 NHWC: ``sum(x * w)``. The caller subtracts ``zero * sum(w)`` per channel,
-    exact at the borders too (the padding is the zero point)."""
-    from tvm import te
-
-    n, c = int(x.shape[0]), int(x.shape[3])
-    r, s, _ = (int(v) for v in w.shape)
-    sh, sw = strides
-    padded, (oh, ow) = _padded_with_zero_point(x, zero, padding, (r, s), strides)
-    rr, rs = te.reduce_axis((0, r), "rr"), te.reduce_axis((0, s), "rs")
-    return te.compute((n, oh, ow, c), lambda b, i, j, ch: te.sum(
-        padded[b, i * sh + rr, j * sw + rs, ch].astype("float32") * w[rr, rs, ch], axis=[rr, rs]),
-        name="depthwise_uint8")
-
-
 @dataclass(frozen=True)
 class Int8Plan:
     """What ``--int8`` does to a model: the calibrated input ranges of its convolutions, and the kernel for its CPU."""
@@ -322,92 +307,30 @@ class Int8Plan:
     kernel: Int8Kernel
 
 
-def quantize_module(mod, params: list, plan: Int8Plan, log=lambda m: None):
-    """The imported module (weights as parameters of ``main``) -> (the int8 module, its parameters)."""
-    import tvm
-    from tvm import relax
+def quantize_module(mod, plan: Int8Plan, tiles, log=lambda m: None):
+    """The channels-last module (``rewrite.channels_last``: weights constant) with its full convolutions in int8 and
+    its depthwise ones with large inputs reading uint8 (direct kernels, their tiles from ``tiles``, a
+    ``direct.DirectKernels``)."""
+    from edgecv.compile.rewrite import rewrite_convolutions
 
-    main = mod["main"]
-    num_input = int(main.attrs["num_input"]) if main.attrs and "num_input" in main.attrs else 1
-    bound = {v: tvm.runtime.tensor(p.numpy() if hasattr(p, "numpy") else p)
-             for v, p in zip(main.params[num_input:], params)}
-    mod = tvm.transform.Sequential([
-        relax.transform.BindParams("main", bound),
-        relax.transform.FoldConstant(),  # ReLU6's bounds arrive as where(isnan(c), inf, c)
-        _activations_as_ops(),
-        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
-        relax.transform.FoldConstant(),
-    ])(mod)
-    rewriter = _int8_rewriter(mod, plan)
-    main = rewriter.visit_expr(mod["main"])
-    mod = rewriter.builder_.get()  # with the int8 kernels' PrimFuncs
-    mod["main"] = main
-    mod = tvm.transform.Sequential([relax.transform.FoldConstant(), relax.transform.DeadCodeElimination(["main"])])(mod)
-    log(f"int8 ({plan.kernel.name}): {rewriter.rewritten} convolutions quantized, {rewriter.depthwise} depthwise "
-        f"ones reading uint8 inputs, {rewriter.kept} kept in float32")
-    return lift_constants(mod, num_input)
+    def rewrite(bb, conv):
+        if conv.dtype != "float32" or conv.weights.dtype != np.float32:
+            return None
+        w_oihw = conv.weights.transpose(0, 3, 1, 2)
+        full = quantizable(w_oihw.shape, conv.groups)
+        if not (full or (depthwise(w_oihw.shape, conv.groups) and depthwise_uint8(conv.shape, conv.dtype))):
+            return None
+        rng = plan.ranges.get(weight_digest(w_oihw))
+        if rng is None:
+            return None
+        if full:
+            return _int8_convolution(bb, conv, rng, plan.kernel), "int8"
+        return _uint8_depthwise(bb, conv, rng, tiles), "uint8 depthwise"
 
-
-def _activations_as_ops():
-    """A pass: activations ``ConvertLayout`` can see through (else it wraps each in two transposes): the ONNX
-    importer's ReLU6 (``call_tir`` of a ``maximum``/``minimum`` kernel with a scalar) as Relax's maximum/minimum,
-    and leaky ReLU (no layout rule) as ``maximum(x, alpha * x)``, the same values for 0 <= alpha <= 1."""
-    import re
-
-    import tvm
-    from tvm import relax
-
-    call_tir = tvm.ir.Op.get("relax.call_tir")
-    leaky = tvm.ir.Op.get("relax.nn.leakyrelu")
-    ops = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
-
-    @relax.expr_functor.mutator
-    class Activations(relax.PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if call.op.same_as(leaky) and 0 <= float(call.attrs.alpha) <= 1:
-                x = call.args[0]
-                return relax.op.maximum(x, relax.op.multiply(x, relax.const(float(call.attrs.alpha), x.ty.dtype)))
-            if call.op.same_as(call_tir) and isinstance(call.args[0], tvm.ir.GlobalVar):
-                kind = re.fullmatch(r"(maximum|minimum)\d*", call.args[0].name_hint)
-                args = list(call.args[1].fields) if hasattr(call.args[1], "fields") else []
-                bound = self.lookup_binding(args[1]) if len(args) == 2 and isinstance(args[1], relax.Var) else None
-                scalar = bound if bound is not None else args[1] if len(args) == 2 else None
-                if kind and isinstance(scalar, tvm.ir.expr.Constant) and len(scalar.value.shape) == 0:
-                    return ops[kind.group(1)](args[0], scalar)
-            return call
-
-    @tvm.transform.module_pass(opt_level=0, name="ActivationsAsOps")
-    def transform(mod, _ctx):
-        mod["main"] = Activations(mod).visit_expr(mod["main"])
-        return relax.transform.DeadCodeElimination(["main"])(mod)
-
-    return transform
-
-
-def lift_constants(mod, num_input: int = 1):
-    """Tensor constants of ``main`` back into parameters after its inputs (the params file, not the library)."""
-    from tvm import relax
-
-    values: list = []
-    new_vars: list = []
-
-    @relax.expr_functor.mutator
-    class _Lift(relax.PyExprMutator):
-        def visit_generic_const_(self, const):
-            if len(const.value.shape) == 0:
-                return const
-            var = relax.Var(f"p{len(new_vars):04d}", const.ty)
-            values.append(const.value)
-            new_vars.append(var)
-            return var
-
-    main = mod["main"]
-    body = _Lift(mod).visit_expr(main.body)
-    func = relax.Function([*main.params[:num_input], *new_vars], body, main.ret_ty, main.is_pure,
-                          main.attrs)
-    mod["main"] = func.with_attr("num_input", num_input)
-    return mod, values
+    mod, counts = rewrite_convolutions(mod, rewrite)
+    log(f"int8 ({plan.kernel.name}): {counts['int8']} convolutions quantized, {counts['uint8 depthwise']} depthwise "
+        f"ones reading uint8 inputs, {counts['kept']} kept in float32")
+    return mod
 
 
 def register_int8_intrinsics() -> None:
@@ -526,61 +449,6 @@ def serial_tensorized(mod):
     return mod
 
 
-def _int8_rewriter(mod, plan: Int8Plan):
-    """A Relax mutator replacing each quantizable NHWC convolution with its constant weights by the int8 one, and
-    each depthwise one with a large input by the uint8-input one."""
-    import tvm
-    from tvm import relax
-
-    @relax.expr_functor.mutator
-    class Int8Convolutions(relax.PyExprMutator):
-        def __init__(self):
-            super().__init__(mod)
-            self.rewritten = 0
-            self.depthwise = 0
-            self.kept = 0
-
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
-                return call
-            x, weight, attrs = call.args[0], call.args[1], call.attrs
-            rng = w = None
-            if isinstance(weight, tvm.ir.expr.Constant) and attrs.data_layout == "NHWC" and attrs.kernel_layout == "OHWI" \
-                    and all(int(d) == 1 for d in attrs.dilation):
-                w = weight.value.numpy()
-                w_oihw, groups = w.transpose(0, 3, 1, 2), int(attrs.groups)
-                if w.dtype == np.float32 and (quantizable(w_oihw.shape, groups)
-                                              or (depthwise(w_oihw.shape, groups) and _large_input(x))):
-                    rng = plan.ranges.get(weight_digest(w_oihw))
-            if rng is None:
-                self.kept += 1
-                return call
-            strides, padding = [int(v) for v in attrs.strides], [int(v) for v in attrs.padding]
-            if int(attrs.groups) > 1:
-                self.depthwise += 1
-                return _uint8_depthwise(self.builder_, x, w, rng, strides, padding)
-            self.rewritten += 1
-            return _int8_convolution(self.builder_, x, w, rng, strides, padding, plan.kernel)
-
-    def _large_input(x) -> bool:
-        """A float32 input of static shape big enough for ``depthwise_uint8``."""
-        ty = x.ty
-        return isinstance(ty, relax.TensorType) and isinstance(ty.shape, relax.ShapeExpr) \
-            and all(isinstance(d, tvm.tirx.IntImm) for d in ty.shape.values) \
-            and depthwise_uint8(tuple(int(d) for d in ty.shape.values), str(ty.dtype))
-
-    return Int8Convolutions()
-
-
-def _const(array: np.ndarray):
-    """A Relax constant holding ``array`` (lifted into a parameter by ``lift_constants``)."""
-    import tvm
-    from tvm import relax
-
-    return relax.const(tvm.runtime.tensor(array))
-
-
 def _quantize(x, scale_x: float, zero: int, dtype: str = "uint8"):
     """x (float32) -> bytes, ``clip(round(x / scale) + zero, 0, 255)`` (uint8; int8: the same shifted by -128 with
     ``zero`` given shifted): element-wise, so the kernel producing x absorbs it and x itself is never stored. The
@@ -589,42 +457,44 @@ def _quantize(x, scale_x: float, zero: int, dtype: str = "uint8"):
     from tvm import relax
 
     low, high = (-128, 127) if dtype == "int8" else (0, 255)
-    q = relax.op.add(relax.op.round(relax.op.multiply(x, _const(np.array([1.0 / scale_x], np.float32)))),
-                     _const(np.array([zero], np.float32)))
+    q = relax.op.add(relax.op.round(relax.op.multiply(x, const(np.array([1.0 / scale_x], np.float32)))),
+                     const(np.array([zero], np.float32)))
     return relax.op.astype(relax.op.clip(q, low, high), dtype)
 
 
-def _uint8_depthwise(bb, x, w_ohwi: np.ndarray, rng: Range, strides, padding):
-    """quantize x -> depthwise convolution of the bytes with float32 weights -> float32, emitted with ``bb``.
+def _uint8_depthwise(bb, conv, rng: Range, tiles):
+    """quantize x -> depthwise convolution of the bytes with float32 weights -> float32, emitted with ``bb``: the
+    direct depthwise kernel (``direct.depthwise_direct``, tiles from ``tiles``) reading bytes, ``sum((x - zero) * w *
+    scale_x)``, the padding contributing nothing.
 
     Float32 arithmetic, not int32 with int8 weights: VNNI's dot product sums four neighbouring bytes of one
     output, while a depthwise window's nine taps are a channel apart in NHWC, so integer arithmetic would be
     widening multiplies, no faster than a byte-to-float conversion and an FMA on a kernel bound by memory; and
     float32 weights (times the input's scale) add no rounding of their own, where int8 ones would (a few tenths of
     a percent of each filter, per channel). Only the input is rounded, as for full convolutions."""
-    from tvm import relax
+    from edgecv.compile.direct import DEPTHWISE, depthwise_direct, pack_depthwise_weights
 
     scale_x, zero = rng.affine()
-    w = np.ascontiguousarray(w_ohwi[:, :, :, 0].transpose(1, 2, 0) * np.float32(scale_x), dtype=np.float32)  # RSC
-    q = bb.emit(_quantize(x, scale_x, zero))
-    acc = bb.emit(bb.call_te(depthwise_uint8_nhwc, q, _const(w), _const(np.array([zero], np.uint8)), strides=strides,
-                             padding=padding, primfunc_name_hint="depthwise_uint8"))
-    return relax.op.subtract(acc, _const((zero * w.sum(axis=(0, 1), dtype=np.float64)).astype(np.float32)))
+    block, run = tiles.depthwise_tile(conv.shape[3], conv.out_size()[1])
+    q = bb.emit(_quantize(conv.x, scale_x, zero))
+    return bb.call_te(depthwise_direct, q, const(pack_depthwise_weights(conv.weights * np.float32(scale_x), block)),
+                      strides=conv.strides, padding=conv.padding, run=run, offset=float(zero),
+                      primfunc_name_hint=DEPTHWISE)
 
 
-def _int8_convolution(bb, x, w_ohwi: np.ndarray, rng: Range, strides, padding, kernel: Int8Kernel):
+def _int8_convolution(bb, conv, rng: Range, kernel: Int8Kernel):
     """quantize x -> int8 convolution -> float32, emitted with ``bb``; the same value as the float convolution."""
     from tvm import relax
 
     scale_x, zero = rng.affine()
     zero += kernel.zero_offset
-    packed, scale_w, wsum = pack_weights(w_ohwi, kernel.lanes, kernel.weight_max)
-    q = bb.emit(_quantize(x, scale_x, zero, kernel.activations))
-    acc = bb.emit(bb.call_te(conv2d_int8_nhwc, q, _const(packed), _const(np.array([zero], kernel.activations)),
-                             strides=strides, padding=padding, primfunc_name_hint="conv2d_int8"))
-    y = relax.op.multiply(relax.op.astype(relax.op.subtract(acc, _const((zero * wsum).astype(np.int32))), "float32"),
-                          _const((scale_x * scale_w).astype(np.float32)))
-    k = w_ohwi.shape[0]
+    packed, scale_w, wsum = pack_weights(conv.weights, kernel.lanes, kernel.weight_max)
+    q = bb.emit(_quantize(conv.x, scale_x, zero, kernel.activations))
+    acc = bb.emit(bb.call_te(conv2d_int8_nhwc, q, const(packed), const(np.array([zero], kernel.activations)),
+                             strides=conv.strides, padding=conv.padding, primfunc_name_hint="conv2d_int8"))
+    y = relax.op.multiply(relax.op.astype(relax.op.subtract(acc, const((zero * wsum).astype(np.int32))), "float32"),
+                          const((scale_x * scale_w).astype(np.float32)))
+    k = conv.weights.shape[0]
     if k != packed.shape[0] * kernel.lanes:
         y = relax.op.strided_slice(bb.emit(y), axes=[3], begin=[0], end=[k])
     return y

@@ -37,6 +37,7 @@ TRIALS_PER_BATCH = 16             # candidates measured per search round; the co
 INVALID_SECONDS = 1e9             # MetaSchedule records a failed build or run as 1e10 s or more
 NOT_WORTH_SECONDS = 2e-6          # untuned, all calls of a task take less (a no-op reshape): not tuned
 NOT_WORTH = "nothing to gain: it takes almost no time untuned"
+DIRECT_KERNEL = "a direct convolution: compile gives it its own schedule (compile/direct.py)"
 
 
 @dataclass
@@ -130,6 +131,8 @@ def extract_tasks(mod, target, prepack: bool) -> list[Task]:
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
+    from edgecv.compile.direct import is_direct
+
     with target:
         lowered = tvm.transform.Sequential([*cpu.library_dispatch_passes(target),
                                             relax.transform.DecomposeOpsForInference(),
@@ -148,6 +151,8 @@ def extract_tasks(mod, target, prepack: bool) -> list[Task]:
         reduces = any(iv.iter_type == iv.CommReduce for b in children for iv in sch.get(b).iter_vars)
         if task.blocks > MAX_FUSED_BLOCKS and not reduces:
             task.skip = f"{task.blocks} fused operators: the search stalls on it, and it costs little at run time"
+        elif is_direct(task_mod["main"]):
+            task.skip = DIRECT_KERNEL
         tasks.append(task)
     return sorted(tasks, key=lambda t: (t.skip is not None, -t.total_flops, -t.calls, t.name))  # until measured
 
@@ -362,17 +367,21 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
                minutes: float | None = None, resume: bool = True, input_size: int | None = None,
                weights: Weights | None = None, rpc: tuple[str, int, str] | None = None,
                max_tasks: int | None = None, progress: Progress | None = None, int8: bool = False,
-               calibration: str | None = None) -> dict:
-    """Tune ``model`` for ``target`` into ``records`` (default: the shipped folder compile looks in)."""
+               calibration: str | None = None, conv_kernels: str = "direct") -> dict:
+    """Tune ``model`` for ``target`` into ``records`` (default: the shipped folder compile looks in). With the
+    direct convolution kernels (``compile --conv-kernels direct``, the default) their kernels have their own
+    schedule and are not tuned: the rest are."""
     import tvm
 
     from edgecv.compile.build import import_onnx, records_prepacked
+    from edgecv.compile.direct import kernels_for
     from edgecv.compile.gluon import load_source_model
     from edgecv.compile.onnx_export import export_onnx
-    from edgecv.compile.pipeline import RECORDS_DB, cache_root
+    from edgecv.compile.pipeline import RECORDS_DB, cache_root, check_conv_kernels
     from edgecv.compile.zoo import resolve_model
 
     start = time.monotonic()
+    check_conv_kernels(conv_kernels)
     if trials_per_task < 1:
         raise EdgecvError(f"--trials {trials_per_task}", "use at least 1 trial per task")
     spec = resolve_model(model)
@@ -410,7 +419,8 @@ def tune_model(model: str, target: str, records: Path | None = None, trials_per_
 
                 plan = Int8Plan(calibrate(onnx_path, "data", calibration_inputs(calibration, input_spec(spec, source),
                                                                                 4), progress.log), kernel)
-            mod, _ = import_onnx(onnx_path, "data", source.input_shape, plan, progress.log)
+            mod, _ = import_onnx(onnx_path, "data", source.input_shape, plan, progress.log, kernels_for(tvm_target),
+                                 direct=conv_kernels == "direct")
         tasks = extract_tasks(mod, tvm_target, prepack)
     load_tensor_intrinsics(tvm_target)
     from tvm.s_tir import meta_schedule as ms

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from edgecv.edge.cpu import missing_features
 from edgecv.edge.elf import host_arch, read_elf
@@ -19,6 +19,10 @@ SCHEMA = "edgecv.artifact/1"
 _PRESET_FOR_ARCH = {"x86_64": "x86_64", "aarch64": "aarch64", "armv7l": "armv7"}
 _PORTABLE_PRESET = {"x86_64": "x86-64-v3", "aarch64": "aarch64", "armv7l": "armv7"}  # any CPU of the architecture
 MANIFEST = "manifest.json"
+# how an artifact's float32 convolutions run: edgecv's register-tiled kernels (compile/direct.py), or TVM's
+# searched schedules from the tuning records (MetaSchedule)
+ConvKernels = Literal["direct", "metaschedule"]
+CONV_KERNELS: tuple[str, ...] = get_args(ConvKernels)
 
 
 class InputSpec(Record):
@@ -117,6 +121,9 @@ class Manifest(Record):
     quantization: str | None = field(None, description="how the model was quantized (compile --int8); None: float32")
     int8_kernel: str | None = field(None, description="the int8 convolution kernel (compile --int8): avx512-vnni, "
                                                       "avx-vnni, avx512bw, avx2, neon-dotprod or neon")
+    conv_kernels: ConvKernels | None = field(None, description="how the float32 convolutions run: direct (edgecv's "
+                                                       "register-tiled kernels) or metaschedule (TVM's schedules "
+                                                       "from the tuning records); None: built before the choice")
     reference: dict[str, str] | None = field(
         None, description="uncompiled copies of the same graph for reference backends (compile --keep-reference): "
                           "onnx -> file, mxnet_symbol -> file, mxnet_params -> file")

@@ -54,7 +54,7 @@ def _cmd_compile(args) -> int:
                              classes=tuple(c for c in classes if c.strip()) if classes else None,
                              use_cache=not args.no_cache, keep_reference=args.keep_reference,
                              use_shipped_records=not args.untuned, decoder=args.decoder, int8=args.int8,
-                             calibration=args.calibration)
+                             calibration=args.calibration, conv_kernels=args.conv_kernels)
     result = compile_model(request, Progress(0, quiet=args.quiet))
     if result.verify_report is not None:
         print(result.verify_report.summary())
@@ -286,9 +286,17 @@ def _cmd_tune(args) -> int:
     summary = tune_model(args.model, args.target, records=args.records, trials_per_task=args.trials,
                          minutes=args.minutes, resume=not args.restart, input_size=args.input_size,
                          weights=weights, rpc=rpc, max_tasks=args.max_tasks, progress=Progress(0), int8=args.int8,
-                         calibration=args.calibration)
+                         calibration=args.calibration, conv_kernels=args.conv_kernels)
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def _add_conv_kernels(p: argparse.ArgumentParser) -> None:
+    from edgecv.edge.artifact import CONV_KERNELS
+
+    p.add_argument("--conv-kernels", choices=CONV_KERNELS, default=CONV_KERNELS[0],
+                   help="how float32 convolutions run: direct (default: edgecv's register-tiled kernels, fast without "
+                        "tuning records) or metaschedule (TVM's searched schedules, from the tuning records)")
 
 
 def _add_int8(p: argparse.ArgumentParser) -> None:
@@ -315,13 +323,14 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
     w.add_argument("--pretrained", action="store_true", help="GluonCV model-zoo weights (needs the internet)")
     w.add_argument("--random-weights", type=int, metavar="SEED",
                    help="random weights (the default, seed 0: records don't depend on the weights)")
+    _add_conv_kernels(p)
     _add_int8(p)
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on boards registered with TVM's RPC tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the boards' key at the tracker")
 
 
 BENCH_BACKENDS = ("mxnet", "mxnet-hybrid", "onnxruntime", "openvino", "openvino-int8", "tvm", "tvm-tuned",
-                  "tvm-int8")  # compile/bench.py checks
+                  "tvm-direct", "tvm-int8")  # compile/bench.py checks
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
@@ -353,6 +362,7 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tuning-records", type=Path, metavar="DIR",
                    help="MetaSchedule records to apply (default: models/records/<model>/<target>/ when present)")
     p.add_argument("--untuned", action="store_true", help="ignore the shipped tuning records")
+    _add_conv_kernels(p)
     _add_int8(p)
     p.add_argument("--verify", action="store_true", help="compare with MXNet on real images; fail if they differ")
     p.add_argument("--verify-images", nargs="+", metavar="FILE", help="images for --verify (default: opencv-doc samples)")

@@ -1,7 +1,8 @@
-"""The schedules compile gives kernels without tuning records (compile/leftovers.py) change how a kernel runs, never
-what it computes: every kernel of two real detectors (SSD: ReLU6 tails and heads ending in a slice; YOLOv3: leaky
-ReLU tails, ``max(x, 0.1 * x)``), float32 and int8 with each int8 kernel of interest this CPU runs, scheduled and as
-imported, on the same random inputs, give the same outputs."""
+"""The schedules compile gives kernels without tuning records (compile/leftovers.py, and the direct convolutions'
+compile/direct.py) change how a kernel runs, never what it computes: every kernel of two real detectors (SSD: ReLU6
+tails and heads ending in a slice; YOLOv3: leaky ReLU tails, ``max(x, 0.1 * x)``), float32 with and without the
+direct convolutions and int8 with each int8 kernel of interest this CPU runs, scheduled and as imported, on the same
+random inputs, give the same outputs."""
 from __future__ import annotations
 
 import numpy as np
@@ -55,40 +56,44 @@ def _kernels_to_check():
     return list(dict.fromkeys([q.int8_kernel(resolve_target("x86_64"), flags), q.INT8_KERNELS["avx2"]]))
 
 
-@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
-def test_every_scheduled_kernel_computes_what_it_did_as_imported(detector_onnx, tmp_path, int8):
+@pytest.mark.parametrize("int8, direct", [(False, False), (False, True), (True, True)],
+                         ids=["float32", "float32-direct", "int8-direct"])
+def test_every_scheduled_kernel_computes_what_it_did_as_imported(detector_onnx, tmp_path, int8, direct):
     for kernel in _kernels_to_check() if int8 else [None]:
-        _check_every_kernel(detector_onnx, tmp_path, kernel)
+        _check_every_kernel(detector_onnx, tmp_path, kernel, direct)
 
 
-def _check_every_kernel(detector_onnx, tmp_path, kernel):
+def _check_every_kernel(detector_onnx, tmp_path, kernel, direct: bool):
     import tvm
 
     from edgecv.compile import quantize as q
     from edgecv.compile.build import apply_records, import_onnx
-    from edgecv.compile.leftovers import TENSORIZED, schedule_leftovers
+    from edgecv.compile.direct import kernels_for
+    from edgecv.compile.leftovers import DIRECT, TENSORIZED, Kernels, schedule_leftovers
     from edgecv.compile.quantize import serial_tensorized
     from edgecv.compile.targets import resolve_target
     from edgecv.compile.tune import load_tensor_intrinsics
 
     onnx_path, shape, model = detector_onnx
     int8 = kernel is not None
-    label = kernel.name if int8 else "float32"
+    label = (kernel.name if int8 else "float32") + ("-direct" if direct else "")
     plan = None
     if int8:
         rng = np.random.default_rng(0)
         plan = q.Int8Plan(q.calibrate(onnx_path, "data", [rng.standard_normal(shape).astype(np.float32)
                                                           for _ in range(2)]), kernel)
-    mod, _ = import_onnx(onnx_path, "data", shape, plan)
     target = tvm.target.Target(resolve_target("x86_64").tvm_target())
+    tiles = kernels_for(target) if direct else None
+    mod, _ = import_onnx(onnx_path, "data", shape, plan, direct=tiles)
     load_tensor_intrinsics(target)
     records = tmp_path / label / "records"
     records.mkdir(parents=True)
     staged = apply_records(mod, target, records, False)
     imported = {gv.name_hint: f for gv, f in staged.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
-    scheduled = serial_tensorized(schedule_leftovers(staged, int8_intrin=kernel.intrin if kernel else None))
+    scheduled = serial_tensorized(schedule_leftovers(staged, kernels=Kernels(kernel.intrin if int8 else None,
+                                                                            tiles.lanes if direct else None)))
     rng = np.random.default_rng(1)
-    checked = tensorized = 0
+    checked = tensorized = direct_ones = 0
     for gv, func in scheduled.functions.items():
         if not isinstance(func, tvm.tirx.PrimFunc) or func.same_as(imported[gv.name_hint]):
             continue
@@ -105,7 +110,11 @@ def _check_every_kernel(detector_onnx, tmp_path, kernel):
                                        err_msg=f"{gv.name_hint} ({label})")
         checked += 1
         tensorized += bool(func.attrs and TENSORIZED in func.attrs)
+        direct_ones += bool(func.attrs and DIRECT in func.attrs)
     assert checked >= 20
+    # with direct kernels every float32 convolution is one: all of the model's (YOLOv3's and SSD's depthwise and full
+    # ones), or those int8 leaves (the first, 3 input channels, and the depthwise ones)
+    assert direct_ones >= (3 if int8 else 20) if direct else direct_ones == 0, (label, direct_ones)
     if int8:  # SSD's heads (ending in a slice), YOLOv3's leaky ReLU tails (ending in a maximum) included
         assert tensorized >= 10, kernel.name
         tail = "strided_slice" if model.startswith("ssd") else "maximum"

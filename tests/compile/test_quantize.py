@@ -183,6 +183,7 @@ def test_int8_kernels_without_records_still_use_the_dot_product(tmp_path, kernel
     from tvm import relax
 
     from edgecv.compile.build import _compile_tuned, import_onnx
+    from edgecv.compile.leftovers import Kernels
 
     kernel = _runnable(kernel)
     _conv_depthwise_conv(tmp_path / "m.onnx", size=64)
@@ -197,7 +198,8 @@ def test_int8_kernels_without_records_still_use_the_dot_product(tmp_path, kernel
     for intrin in (kernel.intrin, None):
         logged = []
         mod, params = import_onnx(tmp_path / "m.onnx", "data", (1, 8, 64, 64), q.Int8Plan(ranges, kernel))
-        executable, params = _compile_tuned(mod, params, target, tmp_path / "records", False, logged.append, intrin)
+        executable, params = _compile_tuned(mod, params, target, tmp_path / "records", False, logged.append,
+                                            Kernels(int8_intrin=intrin))
         results[intrin] = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), *params).numpy()
         assert (f"2 int8 ones with {kernel.intrin}" in " ".join(logged)) == (intrin is not None), logged
     np.testing.assert_allclose(results[kernel.intrin], results[None], rtol=1e-5, atol=1e-5 * np.abs(want).max())
@@ -273,7 +275,7 @@ def test_large_depthwise_reads_uint8_close_to_float_and_its_float_input_is_gone(
         monkeypatch.setattr(q, "DEPTHWISE_UINT8_MIN_BYTES", least)
         mod, params = import_onnx(tmp_path / "m.onnx", "data", (1, 8, 32, 32),
                                   q.Int8Plan(ranges, q.INT8_KERNELS["avx2"]))
-        assert mod["main"].script().count("depthwise_uint8") == (name == "uint8")
+        assert mod["main"].script().count("direct_depthwise") == (name == "uint8")  # its kernel reads the bytes
         executable, params = _compile_tuned(mod, params, tvm.target.Target({"kind": "llvm"}), tmp_path / "records",
                                             False)
         got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), *params).numpy()
@@ -289,29 +291,31 @@ def test_large_depthwise_reads_uint8_close_to_float_and_its_float_input_is_gone(
 
 
 def test_depthwise_kernel_is_the_float_depthwise_of_the_dequantized_bytes():
-    """The TE kernel alone, stride 1 and 2, asymmetric padding: sum(x * w) of the bytes, padded with the zero
-    point, minus zero * sum(w), is the float depthwise convolution of (x - zero) (float32 rounding only)."""
+    """The direct depthwise kernel reading bytes, stride 1 and 2, asymmetric padding: sum((x - zero) * w) of the
+    bytes, the padding contributing nothing, is the float depthwise convolution of (x - zero) padded with zeros
+    (float32 rounding only)."""
     import tvm
     from tvm import te
+
+    from edgecv.compile.direct import depthwise_direct, pack_depthwise_weights
 
     rng = np.random.default_rng(2)
     for strides, padding in (((1, 1), (1, 1, 1, 1)), ((2, 2), (0, 0, 1, 1))):
         x = te.placeholder((1, 9, 10, 24), "uint8", name="x")
-        w = te.placeholder((3, 3, 24), "float32", name="w")
-        zero = te.placeholder((1,), "uint8", name="zero")
-        out = q.depthwise_uint8_nhwc(x, w, zero, strides, padding)
-        lib = tvm.compile(tvm.IRModule({"main": te.create_prim_func([x, w, zero, out])}), target="llvm")
+        w = te.placeholder((3, 3, 3, 8), "float32", name="w")
+        out = depthwise_direct(x, w, strides, padding, run=2, offset=37.0)
+        lib = tvm.compile(tvm.IRModule({"main": te.create_prim_func([x, w, out])}), target="llvm")
         xs = rng.integers(0, 256, size=(1, 9, 10, 24), dtype=np.uint8)
         ws = rng.normal(scale=0.01, size=(3, 3, 24)).astype(np.float32)
         result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], np.float32))
-        lib["main"](tvm.runtime.tensor(xs), tvm.runtime.tensor(ws), tvm.runtime.tensor(np.array([37], np.uint8)),
-                    result)
+        packed = pack_depthwise_weights(ws.transpose(2, 0, 1)[..., None], 8)
+        lib["main"](tvm.runtime.tensor(xs), tvm.runtime.tensor(packed), result)
         top, left, bottom, right = padding
         padded = np.pad(xs.astype(np.float64) - 37, ((0, 0), (top, bottom), (left, right), (0, 0)))
         oh, ow = result.shape[1:3]
         want = sum(padded[:, r:r + strides[0] * oh:strides[0], s:s + strides[1] * ow:strides[1]] * ws[r, s]
                    for r in range(3) for s in range(3))
-        got = result.numpy() - 37 * ws.astype(np.float64).sum(axis=(0, 1))
+        got = result.numpy()
         assert got.shape == want.shape
         assert np.allclose(got, want, rtol=0, atol=1e-4), np.abs(got - want).max()
 

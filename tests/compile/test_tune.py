@@ -133,8 +133,9 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 def _tune(checkpoint: Path, records: Path, *args: str) -> tuple[dict, str]:
-    result = run_cli("tune", checkpoint, "--target", "x86_64", "--input-size", "64", "--records", records, *args,
-                     timeout=300)
+    """Tuned the way the convolutions are tuned: MetaSchedule's kernels (compile's default direct ones are not)."""
+    result = run_cli("tune", checkpoint, "--target", "x86_64", "--input-size", "64", "--records", records,
+                     "--conv-kernels", "metaschedule", *args, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout), result.stderr
 
@@ -219,7 +220,7 @@ def test_rpc_tuning_writes_records_that_compile_applies(tiny_checkpoint, rpc_boa
     for name, folder in (("tuned", records), ("empty", empty)):
         out = tmp_path / name
         result = run_cli("compile", tiny_checkpoint, "--target", "x86_64", "--input-size", "64", "--out", out,
-                         "--tuning-records", folder, "--verify", "--no-cache")
+                         "--tuning-records", folder, "--conv-kernels", "metaschedule", "--verify", "--no-cache")
         assert result.returncode == 0, result.stderr[-3000:]
         assert "with tuning records" in result.stderr
         assert ("weights pre-packed" in result.stderr) == (name == "tuned")

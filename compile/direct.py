@@ -1,0 +1,287 @@
+"""Float32 convolutions as register-tiled direct kernels, scheduled by hand instead of searched.
+
+Why: on AVX2 MetaSchedule's searched schedules reach a third to a half of what hand-written kernels (ONNX
+Runtime's MLAS, oneDNN) do on the same convolutions, and more trials buy a few per cent (docs/tuning.md). The
+kernels those libraries run have one shape: a block of output channels (a few vector registers wide) times a
+short run of output pixels held in registers as accumulators, while the reduction (window, then input channels)
+streams weights as vectors and inputs as broadcast scalars. Written in TE with the layouts it needs and scheduled
+the same way every time, TVM's LLVM backend emits that inner loop as vbroadcastss + vfmadd231ps (AVX2), the same on
+AVX-512 and NEON with their widths.
+
+What changes (``DirectKernels``, for a target's vector width and register count):
+
+- The graph runs channels-last (NHWC), as for int8 (``rewrite.channels_last``).
+- Each float32 convolution with constant weights becomes one of two kernels:
+  - full (groups 1): weights pre-packed ``[K/block, R, S, C, block]`` (``block`` output channels, a few vectors,
+    contiguous for each input channel and tap), output channels padded to a multiple of ``block``;
+  - depthwise (one filter per channel): weights ``[R, S, C]``, channels in vectors.
+  Both compute a tiled output ``[N, OH, ceil(OW/run), run, K]``: each tile of ``run`` neighbouring output pixels
+  is computed whole, the last one reading the row's last pixel again where it runs past the edge (its input
+  column clamped), so no tile has a condition inside; ``direct_untile`` copies the tiles out, dropping what ran
+  past the edge and the padded channels, with the bias and activation that fuse after it.
+- ``direct_schedule``: per (block of output channels, output row) in parallel, per tile, the accumulators of one
+  tile (``run`` x ``block``) in registers (a local buffer, unrolled and vectorized), the reduction outside them,
+  the untile and its element-wise tail folded into the store of each tile. Padding is done once, in parallel,
+  before.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CONV = "direct_conv2d"            # block names: how ``direct_schedule`` finds its kernels
+DEPTHWISE = "direct_depthwise"
+UNTILE = "direct_untile"
+ROWS_FIRST_WEIGHT_BYTES = 128 << 10  # a convolution with at most this much weight runs rows outermost
+
+
+@dataclass(frozen=True)
+class DirectKernels:
+    """How a CPU's vector unit shapes the tiles: ``lanes`` float32 per vector register, ``registers`` of them.
+
+    A tile of a full convolution is ``vectors`` registers of output channels by ``run`` output pixels, all
+    accumulators. Per step of the reduction it loads ``vectors`` weight registers and broadcasts ``run`` inputs for
+    ``vectors * run`` FMAs (measured on AVX2: a tile loading more than ``loads_per_fma`` per FMA waits on them); whichever of the two is reused across the other's loop stays live in registers beside
+    the accumulators (``direct_schedule`` puts the larger count outside, so the smaller one stays live), plus one
+    register for the operand just loaded. Two FMAs issue per cycle with a latency of about four, so at least
+    ``min_accumulators`` independent ones keep the units busy."""
+
+    lanes: int
+    registers: int
+    min_accumulators: int = 8
+    loads_per_fma: float = 0.75   # loads (vectors, broadcasts) the core issues per FMA, in a loop of both
+
+    def tiles(self) -> list[tuple[int, int]]:
+        """Every (vectors, run) whose accumulators and live operands fit in the registers."""
+        return [(v, r) for v in range(1, self.registers) for r in range(1, self.registers)
+                if v * r + min(v, r) + 1 <= self.registers]
+
+    def conv_tile(self, out_channels: int, out_width: int) -> tuple[int, int]:
+        """(block, run) for a full convolution: ``block`` output channels (a multiple of ``lanes``) by ``run``
+        output pixels, by the model above: FMAs against the loads that feed them, enough
+        accumulators in flight, and the work wasted on padded channels and on pixels past the row's edge."""
+        def score(tile):
+            v, r = tile
+            run = min(r, out_width)
+            useful = out_channels * out_width / (_round_up(out_channels, v * self.lanes) * _round_up(out_width, run))
+            issue = min(1.0, self.loads_per_fma * v * run / (v + run))
+            latency = min(1.0, v * run / self.min_accumulators)
+            return round(useful * issue * latency, 3), v * run, -abs(v - run)
+
+        v, r = max(self.tiles(), key=score)
+        return v * self.lanes, min(r, out_width)
+
+    def depthwise_tile(self, channels: int, out_width: int) -> tuple[int, int]:
+        """(block, run) for a depthwise convolution: one vector of channels by two pixels (each FMA loads its own
+        input, so there is nothing to reuse but the weights, and the kernel is bound by memory: measured on AVX2,
+        larger tiles were no faster and often slower)."""
+        return (self.lanes if channels % self.lanes == 0 else channels), min(2, out_width)
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def kernels_for(tvm_target) -> DirectKernels:
+    """The tile shapes for a TVM target, from its features: AVX-512 has thirty-two registers of sixteen floats, AVX2
+    sixteen of eight, aarch64's NEON thirty-two of four, ARMv7's NEON sixteen of four (its q registers), SSE2 (any
+    x86-64) sixteen of four."""
+    import tvm.target.codegen
+
+    has = lambda feature: tvm.target.codegen.target_has_features(feature, tvm_target)  # noqa: E731
+    if has("avx512f"):
+        return DirectKernels(lanes=16, registers=32)
+    if has("avx2"):
+        return DirectKernels(lanes=8, registers=16)
+    if str(tvm_target.attrs.get("mtriple", "")).startswith("aarch64"):
+        return DirectKernels(lanes=4, registers=32)
+    return DirectKernels(lanes=4, registers=16)
+
+
+# ---- TE: the two kernels ----
+
+def _padded(x, padding, name="direct_pad"):
+    from tvm import te, tirx
+
+    top, left, bottom, right = padding
+    if not any(padding):
+        return x
+    n, h, w, c = (int(v) for v in x.shape)
+    return te.compute((n, h + top + bottom, w + left + right, c), lambda b, i, j, ch: tirx.if_then_else(
+        tirx.all(i >= top, i < h + top, j >= left, j < w + left), x[b, i - top, j - left, ch],
+        tirx.const(0.0, x.dtype)), name=name)
+
+
+def _out_size(size: int, before: int, after: int, kernel: int, stride: int) -> int:
+    return (size + before + after - kernel) // stride + 1
+
+
+def _untile(acc, out_shape):
+    """The tiled output ``[N, OH, tiles, run, K']`` as ``[N, OH, OW, K]``: past-the-edge pixels and padded
+    channels dropped."""
+    from tvm import te
+
+    run = int(acc.shape[3])
+    return te.compute(out_shape, lambda b, i, j, k: acc[b, i, j // run, j % run, k], name=UNTILE)
+
+
+def conv2d_direct(x, w, strides, padding, run: int, out_channels: int):
+    """TE: float32 NHWC ``x`` x weights packed ``[K'/block, R, S, C, block]`` -> NHWC ``[N, OH, OW, out_channels]``."""
+    from tvm import te, tirx
+
+    n, h, wd, c = (int(v) for v in x.shape)
+    blocks, r, s, _, block = (int(v) for v in w.shape)
+    (sh, sw), (top, left, bottom, right) = strides, padding
+    oh, ow = _out_size(h, top, bottom, r, sh), _out_size(wd, left, right, s, sw)
+    xp = _padded(x, padding)
+    rr, rs, rc = te.reduce_axis((0, r), "rr"), te.reduce_axis((0, s), "rs"), te.reduce_axis((0, c), "rc")
+    acc = te.compute((n, oh, -(-ow // run), run, blocks * block), lambda b, i, t, u, k: te.sum(
+        xp[b, i * sh + rr, tirx.min(t * run + u, ow - 1) * sw + rs, rc] * w[k // block, rr, rs, rc, k % block],
+        axis=[rr, rs, rc]), name=CONV)
+    return _untile(acc, (n, oh, ow, out_channels))
+
+
+def depthwise_direct(x, w, strides, padding, run: int, offset: float = 0.0):
+    """TE: NHWC ``x`` (float32, or bytes read as float32, minus ``offset``: int8's zero point) x weights packed
+    ``[C/block, R, S, block]`` (one filter per channel) -> float32 NHWC, padded with zeros.
+
+    No padded copy of the input: each tap reads its input at a clamped position, always a valid address, and its
+    weight is taken as zero where the position is in the padding. Branch-free, so the taps unroll around registers;
+    a padded copy would cost a kernel this memory-bound as much as the convolution itself. (The zero goes on the
+    weight, not the input: TVM simplifies each side of a select knowing its condition, and would drop the clamp
+    of a load under one, reading outside the input.)"""
+    from tvm import te, tirx
+
+    n, h, wd, c = (int(v) for v in x.shape)
+    _, r, s, block = (int(v) for v in w.shape)
+    (sh, sw), (top, left, bottom, right) = strides, padding
+    oh, ow = _out_size(h, top, bottom, r, sh), _out_size(wd, left, right, s, sw)
+    rr, rs = te.reduce_axis((0, r), "rr"), te.reduce_axis((0, s), "rs")
+
+    def tap(b, i, t, u, ch, rr, rs):
+        row, col = i * sh + rr - top, tirx.min(t * run + u, ow - 1) * sw + rs - left
+        value = x[b, tirx.max(tirx.min(row, h - 1), 0), tirx.max(tirx.min(col, wd - 1), 0), ch].astype("float32")
+        inside = tirx.all(row >= 0, row < h, col >= 0, col < wd)
+        weight = tirx.Select(inside, w[ch // block, rr, rs, ch % block], tirx.const(0.0, "float32"))
+        return (value - tirx.const(offset, "float32") if offset else value) * weight
+
+    acc = te.compute((n, oh, -(-ow // run), run, c), lambda b, i, t, u, ch: te.sum(tap(b, i, t, u, ch, rr, rs),
+                                                                                  axis=[rr, rs]), name=DEPTHWISE)
+    return _untile(acc, (n, oh, ow, c))
+
+
+def pack_conv_weights(w_ohwi: np.ndarray, block: int) -> np.ndarray:
+    """OHWI float32 -> ``[K'/block, R, S, C, block]``, output channels padded with zeros to a multiple of block."""
+    k, r, s, c = w_ohwi.shape
+    kp = _round_up(k, block)
+    padded = np.zeros((kp, r, s, c), np.float32)
+    padded[:k] = w_ohwi
+    return np.ascontiguousarray(padded.reshape(kp // block, block, r, s, c).transpose(0, 2, 3, 4, 1))
+
+
+def pack_depthwise_weights(w_ohwi: np.ndarray, block: int) -> np.ndarray:
+    """Depthwise OHWI (I = 1) float32 -> ``[C/block, R, S, block]``."""
+    c, r, s, _ = w_ohwi.shape
+    return np.ascontiguousarray(w_ohwi[:, :, :, 0].reshape(c // block, block, r, s).transpose(0, 2, 3, 1))
+
+
+# ---- the schedule ----
+
+def is_direct(func) -> bool:
+    """Whether a PrimFunc (as imported and fused, before scheduling) computes a direct convolution."""
+    import tvm.s_tir as s_tir
+
+    sch = s_tir.Schedule(func)
+    return any(sch.get(b).name_hint in (CONV, DEPTHWISE) for b in sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def direct_schedule(func, lanes: int):
+    """``func`` (a PrimFunc around one ``conv2d_direct`` or ``depthwise_direct``) scheduled as the module says, or
+    None if it isn't one. ``lanes``: float32 per vector register."""
+    import tvm.s_tir as s_tir
+
+    from edgecv.compile.leftovers import DIRECT, SCHEDULED, _fold_tail
+
+    sch = s_tir.Schedule(func)
+    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
+    names = [sch.get(b).name_hint for b in blocks]
+    kind = next((name for name in (CONV, DEPTHWISE) if names.count(name) == 1), None)
+    if kind is None or UNTILE not in names:
+        return None
+    at = names.index(kind)
+    acc, producers, tail = blocks[at], blocks[:at], _fold_tail(sch, blocks[at + 1:])
+    weights = next(r.source for r in sch.get(acc).reads if len(r.source.shape) == (5 if kind == CONV else 4))
+    block = int(weights.shape[-1])
+    loops = sch.get_loops(acc)
+    b, i, t, u, k, *window = loops
+    channel_block, channels = sch.split(k, [None, block])
+    if block % lanes == 0:  # one register per vector: LLVM splits wide vector types badly
+        vectors, vector = sch.split(channels, [None, lanes])
+    else:
+        vectors, vector = sch.add_unit_loop(channels), channels
+    # the larger of the two counts outside: the operands of the smaller one stay live across it
+    inner = [u, vectors] if _extent(sch, u) >= _extent(sch, vectors) else [vectors, u]
+    # per (row, block of output channels) when all the weights stay in cache anyway: each row's output is written
+    # whole, where block by block it would be written a part of each cache line at a time; per (block, row) when
+    # they don't, so one block's panel of weights serves every row
+    rows_first = kind == DEPTHWISE or 4 * _elements(weights.shape) <= ROWS_FIRST_WEIGHT_BYTES
+    outer = [b, i, channel_block] if rows_first else [b, channel_block, i]
+    sch.reorder(*outer, t, *window, *inner, vector)
+    outer = sch.fuse(*outer)
+    sch.parallel(outer)
+    sch.set_scope(acc, 0, "local")  # one tile's accumulators, in registers
+    for step in tail:
+        sch.reverse_compute_at(step, t)
+        last = sch.get_loops(step)[-1]
+        if _extent(sch, last) % lanes == 0:
+            sch.vectorize(sch.split(last, [None, lanes])[1])
+    for loop in inner:
+        sch.unroll(loop)
+    sch.vectorize(vector)
+    sch.decompose_reduction(acc, window[0])
+    if kind == DEPTHWISE:  # its taps, unrolled: the border checks fold into each tile's code
+        for loop in window:
+            sch.unroll(loop)
+    for producer in producers:  # a full convolution's padding: once, in parallel, before
+        first = sch.get_loops(producer)
+        sch.parallel(sch.fuse(first[0], first[1]) if len(first) > 1 else first[0])
+    return sch.mod["main"].with_attr(SCHEDULED, True).with_attr(DIRECT, True)
+
+
+def _extent(sch, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _elements(shape) -> int:
+    return int(np.prod([int(d) for d in shape]))
+
+
+# ---- the Relax rewrite ----
+
+def direct_module(mod, kernels: DirectKernels, log=lambda m: None):
+    """The channels-last module (``rewrite.channels_last``: weights constant) with each float32 convolution, full or
+    depthwise, as its direct kernel."""
+    from edgecv.compile.rewrite import const, rewrite_convolutions
+
+    def rewrite(bb, conv):
+        if conv.dtype != "float32" or conv.weights.dtype != np.float32:
+            return None
+        k = conv.weights.shape[0]
+        out_width = conv.out_size()[1]
+        if conv.groups == 1:
+            block, run = kernels.conv_tile(k, out_width)
+            return bb.call_te(conv2d_direct, conv.x, const(pack_conv_weights(conv.weights, block)),
+                              strides=conv.strides, padding=conv.padding, run=run, out_channels=k,
+                              primfunc_name_hint=CONV), "full"
+        if conv.is_depthwise:
+            block, run = kernels.depthwise_tile(k, out_width)
+            return bb.call_te(depthwise_direct, conv.x, const(pack_depthwise_weights(conv.weights, block)),
+                              strides=conv.strides, padding=conv.padding, run=run,
+                              primfunc_name_hint=DEPTHWISE), "depthwise"
+        return None
+
+    mod, counts = rewrite_convolutions(mod, rewrite)
+    log(f"direct kernels: {counts['full']} convolutions, {counts['depthwise']} depthwise ones"
+        + (f", {counts['kept']} others kept" if counts["kept"] else ""))
+    return mod
