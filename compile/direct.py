@@ -8,21 +8,21 @@ streams weights as vectors and inputs as broadcast scalars. Written in TE with t
 the same way every time, TVM's LLVM backend emits that inner loop as vbroadcastss + vfmadd231ps (AVX2), the same on
 AVX-512 and NEON with their widths.
 
-What changes (``DirectKernels``, for a target's vector width and register count):
+What changes (``DirectKernels``: the tile shapes for a target's vector width and register count):
 
 - The graph runs channels-last (NHWC), as for int8 (``rewrite.channels_last``).
-- Each float32 convolution with constant weights becomes one of two kernels:
-  - full (groups 1): weights pre-packed ``[K/block, R, S, C, block]`` (``block`` output channels, a few vectors,
-    contiguous for each input channel and tap), output channels padded to a multiple of ``block``;
-  - depthwise (one filter per channel): weights ``[R, S, C]``, channels in vectors.
-  Both compute a tiled output ``[N, OH, ceil(OW/run), run, K]``: each tile of ``run`` neighbouring output pixels
+- Each float32 convolution with constant weights becomes one of two kernels, weights pre-packed in blocks of
+  ``block`` channels (a few vector registers) contiguous for each input channel and tap:
+  - full (groups 1): ``[K'/block, R, S, C, block]``, output channels padded to a multiple of ``block``;
+  - depthwise (one filter per channel): ``[C/block, R, S, block]``; no padded copy of the input (clamped loads).
+  Both compute a tiled output ``[N, OH, ceil(OW/run), run, K']``: each tile of ``run`` neighbouring output pixels
   is computed whole, the last one reading the row's last pixel again where it runs past the edge (its input
   column clamped), so no tile has a condition inside; ``direct_untile`` copies the tiles out, dropping what ran
   past the edge and the padded channels, with the bias and activation that fuse after it.
-- ``direct_schedule``: per (block of output channels, output row) in parallel, per tile, the accumulators of one
-  tile (``run`` x ``block``) in registers (a local buffer, unrolled and vectorized), the reduction outside them,
-  the untile and its element-wise tail folded into the store of each tile. Padding is done once, in parallel,
-  before.
+- ``direct_schedule``: rows and blocks of channels in parallel; per tile, its accumulators (``run`` x ``block``)
+  in registers (a local buffer, unrolled, one vector register per vector), the reduction around them, and the
+  untile with its element-wise tail folded into the store of each tile. A full convolution's padding is done
+  once, in parallel, before.
 """
 from __future__ import annotations
 
@@ -42,10 +42,11 @@ class DirectKernels:
 
     A tile of a full convolution is ``vectors`` registers of output channels by ``run`` output pixels, all
     accumulators. Per step of the reduction it loads ``vectors`` weight registers and broadcasts ``run`` inputs for
-    ``vectors * run`` FMAs (measured on AVX2: a tile loading more than ``loads_per_fma`` per FMA waits on them); whichever of the two is reused across the other's loop stays live in registers beside
-    the accumulators (``direct_schedule`` puts the larger count outside, so the smaller one stays live), plus one
-    register for the operand just loaded. Two FMAs issue per cycle with a latency of about four, so at least
-    ``min_accumulators`` independent ones keep the units busy."""
+    ``vectors * run`` FMAs (measured on AVX2: a tile loading more than ``loads_per_fma`` per FMA waits on them);
+    whichever of the two is reused across the other's loop stays live in registers beside the accumulators
+    (``direct_schedule`` puts the larger count outside, so the smaller one stays live), plus one register for the
+    operand just loaded. Two FMAs issue per cycle with a latency of about four, so at least ``min_accumulators``
+    independent ones keep the units busy."""
 
     lanes: int
     registers: int

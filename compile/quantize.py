@@ -18,9 +18,10 @@ What changes (``edgecv compile --int8``, ``edgecv tune --int8``):
 - Each depthwise convolution whose float32 input is large (``DEPTHWISE_UINT8_MIN_BYTES``) reads that input as
   uint8, quantized the same way (the quantization fuses into the previous kernel's tail, so no float32 copy of
   the big tensor is ever stored), in the direct depthwise kernel reading bytes (``direct.depthwise_direct``:
-  ``sum((x - zero) * w * scale_x)`` in float32, the padding contributing nothing); its output is float32 as before. Why: memory per model instance (the edge process runs one instance per stream),
-  where the early, high-resolution layers' float32 inputs are the largest buffers of the VM's memory plan. The
-  smaller depthwise inputs stay float32 (direct kernels too, with ``--conv-kernels direct``): their buffers are small.
+  ``sum((x - zero) * w * scale_x)`` in float32, the padding contributing nothing); its output is float32 as
+  before. Why: memory per model instance (the edge process runs one instance per stream), where the early,
+  high-resolution layers' float32 inputs are the largest buffers of the VM's memory plan. The smaller depthwise
+  inputs stay float32 (direct kernels too, with ``--conv-kernels direct``): their buffers are small.
 - Activation ranges come from running the float32 graph in ONNX Runtime on calibration images (min/max per
   convolution input, full and depthwise); each range is found again in the Relax graph by its convolution's
   weights (a digest of their values), so the two graphs need not name anything alike.

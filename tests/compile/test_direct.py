@@ -228,7 +228,8 @@ def _model(path):
              helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], group=16),
              helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),
              helper.make_node("Conv", ["r1", "w2", "b2"], ["out"])]
-    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 33, 33])],
+    graph = helper.make_graph(nodes, "block",
+                              [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 33, 33])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(v.astype(np.float32), k) for k, v in init.items()])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))

@@ -114,7 +114,7 @@ def test_tampered_artifact_is_refused(tmp_path, detector_artifact):
     assert result.returncode == 2 and "checksum mismatch" in result.stderr
 
 
-def test_build_then_run_local_publishes_counts(built, tmp_path, counts_schema):
+def test_build_then_run_local_publishes_counts(built, tmp_path, counts_schema, opencv_data):
     out, _ = built
     record = tmp_path / "messages.jsonl"
     result = run_cli("component", "run-local", "--build", out, "--root", tmp_path / "gg-root",
@@ -140,12 +140,20 @@ def test_build_then_run_local_publishes_counts(built, tmp_path, counts_schema):
     assert list((venv / "lib").glob("python3*/site-packages/edgecv/greengrass/service.py"))
     assert "Successfully installed edgecv-0.1.0" in result.stderr
 
-    # again on the same root, stopped by SIGTERM as the nucleus stops it: Install skipped (its Skipif), a clean
-    # exit within the shutdown timeout, and the outbox's seq going on from the first run
+    # again on the same root, on a live camera (it never ends) stopped by SIGTERM as the nucleus stops it: Install
+    # skipped (its Skipif), a clean exit within the shutdown timeout, and the outbox's seq going on from the first run
+    import cv2
+
+    from mjpeg_server import MjpegCamera
+
+    video = cv2.VideoCapture(str(opencv_data / "vtest.avi"))
+    frames = [cv2.imencode(".jpg", video.read()[1])[1].tobytes() for _ in range(20)]
     again = tmp_path / "again.jsonl"
-    result = run_cli("component", "run-local", "--build", out, "--root", tmp_path / "gg-root",
-                     "--thing-name", "door-7", "--deps-from", sys.executable, "--record", again, "--duration", "20",
-                     "--shutdown-timeout", "15", timeout=600)
+    with MjpegCamera(frames, drop_every=10**6, fps=10) as camera:
+        result = run_cli("component", "run-local", "--build", out, "--root", tmp_path / "gg-root",
+                         "--thing-name", "door-7", "--deps-from", sys.executable, "--record", again, "--duration", "20",
+                         "--merge", json.dumps({"source": camera.url, "max_frames": 0}), "--shutdown-timeout", "15",
+                         timeout=600)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-5000:])
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["state"] == "STOPPED" and summary["exit_codes"] == [0]
