@@ -161,7 +161,8 @@ def depthwise_direct(x, w, strides, padding, run: int, offset: float = 0.0):
     rr, rs = te.reduce_axis((0, r), "rr"), te.reduce_axis((0, s), "rs")
 
     def tap(b, i, t, u, ch, rr, rs):
-        row, col = i * sh + rr - top, tirx.min(t * run + u, ow - 1) * sw + rs - left
+        # the column clamped, not the pixel: neighbouring pixels' taps at the same column are then the same load
+        row, col = i * sh + rr - top, (t * run + u) * sw + rs - left
         value = x[b, tirx.max(tirx.min(row, h - 1), 0), tirx.max(tirx.min(col, wd - 1), 0), ch].astype("float32")
         inside = tirx.all(row >= 0, row < h, col >= 0, col < wd)
         weight = tirx.Select(inside, w[ch // block, rr, rs, ch % block], tirx.const(0.0, "float32"))

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 SCHEDULED = "tirx.is_scheduled"  # what MetaSchedule's ApplyDatabase marks the kernels it scheduled with
 DIRECT = "edgecv.direct"         # marks what direct.direct_schedule scheduled
+ELEMENTWISE = "edgecv.elementwise"  # marks what elementwise_schedule scheduled
+PARALLEL_MIN_ELEMENTS = 1 << 14  # an element-wise kernel writing fewer runs on one core: waking the others costs more
 
 
 class _Redundant(Exception):
@@ -61,6 +63,31 @@ def _basic_schedule(func, producers_per_channel: bool):
             first = sch.get_loops(producer)
             sch.parallel(sch.fuse(first[0], first[1]) if len(first) > 1 else first[0])
     return sch.mod["main"].with_attr(SCHEDULED, True)
+
+
+def elementwise_schedule(func, lanes: int):
+    """``func`` (a PrimFunc of element-wise blocks only, a quantization or a layout change between kernels) as one
+    loop nest, or None if it isn't that: every block inlined into the last, its outer loops in parallel (if it
+    writes ``PARALLEL_MIN_ELEMENTS`` or more) and its innermost one in vectors of ``lanes`` where it divides. As imported such a kernel is a serial loop nest per
+    operator, each writing a full-size scratch buffer: five passes over the tensor for int8's quantization."""
+    import tvm.s_tir as s_tir
+    import tvm.tirx as tirx
+
+    sch = s_tir.Schedule(func)
+    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
+    if any(v.iter_type != tirx.IterVar.DataPar for b in blocks for v in sch.get(b).iter_vars):
+        return None
+    for block in reversed(blocks[:-1]):
+        sch.compute_inline(block)  # a ScheduleError (it can't be) leaves the kernel as it was
+    loops = sch.get_loops(blocks[-1])
+    if len(loops) < 2:
+        return None
+    outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+    if _written(sch, blocks[-1]) >= PARALLEL_MIN_ELEMENTS:
+        sch.parallel(outer)
+    if _extent(sch, loops[-1]) % lanes == 0:
+        sch.vectorize(sch.split(loops[-1], [None, lanes])[1])
+    return sch.mod["main"].with_attr(SCHEDULED, True).with_attr(ELEMENTWISE, True)
 
 
 def int8_schedule(func, intrin: str, pixels: int = 4):
@@ -176,7 +203,7 @@ def schedule_leftovers(mod, log=lambda message: None, kernels: Kernels = Kernels
     ``direct.direct_schedule`` for the direct ones, ``basic_schedule`` for the rest; logs how many it covered."""
     from tvm import relax
 
-    done, kept, dot, direct = [], [], [], []
+    done, kept, dot, direct, flat = [], [], [], [], []
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function) or (func.attrs is not None and SCHEDULED in func.attrs
                                                 and func.attrs[SCHEDULED]):
@@ -186,9 +213,12 @@ def schedule_leftovers(mod, log=lambda message: None, kernels: Kernels = Kernels
             kept.append(gv.name_hint)
             continue
         mod[gv] = scheduled
-        (dot if TENSORIZED in scheduled.attrs else direct if DIRECT in scheduled.attrs else done).append(gv.name_hint)
+        (dot if TENSORIZED in scheduled.attrs else direct if DIRECT in scheduled.attrs
+         else flat if ELEMENTWISE in scheduled.attrs else done).append(gv.name_hint)
     if direct:
         log(f"direct schedule for {len(direct)} convolutions")
+    if flat:
+        log(f"element-wise schedule for {len(flat)} kernels")
     if done or dot:
         log(f"basic schedule for {len(done) + len(dot)} kernels without tuning records"
             + (f" ({len(dot)} int8 ones with {kernels.int8_intrin})" if dot else "")
@@ -203,7 +233,8 @@ def _first_that_fits(func, kernels: Kernels):
     from edgecv.compile.direct import direct_schedule
 
     schedules = ([lambda f: int8_schedule(f, kernels.int8_intrin)] if kernels.int8_intrin else []) \
-        + ([lambda f: direct_schedule(f, kernels.direct_lanes)] if kernels.direct_lanes else []) + [basic_schedule]
+        + ([lambda f: direct_schedule(f, kernels.direct_lanes)] if kernels.direct_lanes else []) + [basic_schedule] \
+        + ([lambda f: elementwise_schedule(f, kernels.direct_lanes)] if kernels.direct_lanes else [])
     for schedule in schedules:
         try:
             scheduled = schedule(func)

@@ -125,3 +125,34 @@ def test_a_full_convolution_pads_once_not_per_output_channel(tmp_path):
     text = next(f for gv, f in staged.functions.items() if "conv2d" in gv.name_hint).script()
     assert text.count("T.parallel") == 2  # the padding's loop, then the convolution's channels
     assert text.index('T.sblock("pad_temp")') < text.index("T.parallel", text.index("T.parallel") + 1)
+
+
+def test_element_wise_kernels_become_one_parallel_vectorized_loop_nest():
+    """int8's quantization between two kernels (multiply, round, add, clip, cast), as the importer leaves it: a loop
+    nest per operator, each writing a scratch buffer. Scheduled: one nest, rows in parallel, channels in vectors,
+    the same bytes."""
+    import tvm
+    from tvm import te, tirx
+
+    from edgecv.compile.leftovers import ELEMENTWISE, elementwise_schedule
+
+    x = te.placeholder((1, 38, 38, 32), "float32", name="x")
+    scaled = te.compute(x.shape, lambda *i: x[i] * 8.0, name="multiply")
+    rounded = te.compute(x.shape, lambda *i: tirx.nearbyint(scaled[i]), name="round")
+    shifted = te.compute(x.shape, lambda *i: rounded[i] + 100.0, name="add")
+    clipped = te.compute(x.shape, lambda *i: tirx.max(tirx.min(shifted[i], 255.0), 0.0), name="clip")
+    out = te.compute(x.shape, lambda *i: clipped[i].astype("uint8"), name="cast")
+    func = elementwise_schedule(te.create_prim_func([x, out]), lanes=8)
+    assert func is not None and func.attrs[ELEMENTWISE]
+    text = func.script()
+    assert [line for line in text.splitlines() if "T.sblock(" in line and '"root"' not in line] == \
+        ['                with T.sblock("cast"):']
+    assert "T.parallel" in text and "T.vectorized(8)" in text and "alloc_buffer" not in text
+    xs = np.random.default_rng(4).normal(scale=10, size=(1, 38, 38, 32)).astype(np.float32)
+    got = tvm.runtime.tensor(np.zeros(xs.shape, np.uint8))
+    tvm.compile(tvm.IRModule({"main": func}), target="llvm")["main"](tvm.runtime.tensor(xs), got)
+    np.testing.assert_array_equal(got.numpy(), np.clip(np.rint(xs * 8) + 100, 0, 255).astype(np.uint8))
+    # a reduction is not element-wise: left to the other schedules
+    k = te.reduce_axis((0, 32), "k")
+    summed = te.compute((1, 38, 38), lambda b, h, w: te.sum(x[b, h, w, k], axis=k), name="sum")
+    assert elementwise_schedule(te.create_prim_func([x, summed]), lanes=8) is None
