@@ -34,6 +34,8 @@ CONV = "direct_conv2d"            # block names: how ``direct_schedule`` finds i
 DEPTHWISE = "direct_depthwise"
 UNTILE = "direct_untile"
 ROWS_FIRST_WEIGHT_BYTES = 128 << 10  # a convolution with at most this much weight runs rows outermost
+GROUP_INPUT_BYTES = 256 << 10       # else rows go in groups whose input rows fit in this much cache
+PANEL_BYTES = 32 << 10              # one block's weights up to this size serve a tile whole, else in chunks
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,9 @@ class DirectKernels:
 
     A tile of a full convolution is ``vectors`` registers of output channels by ``run`` output pixels, all
     accumulators. Per step of the reduction it loads ``vectors`` weight registers and broadcasts ``run`` inputs for
-    ``vectors * run`` FMAs (measured on AVX2: a tile loading more than ``loads_per_fma`` per FMA waits on them);
+    ``vectors * run`` FMAs, ``1/run + 1/vectors`` loads per FMA; measured on AVX2, a tile loading more than
+    ``loads_per_fma`` per FMA runs slower, by about the square root of the excess (4 x 3: full speed; 2 x 4: 0.93;
+    1 x 12: 0.75);
     whichever of the two is reused across the other's loop stays live in registers beside the accumulators
     (``direct_schedule`` puts the larger count outside, so the smaller one stays live), plus one register for the
     operand just loaded. Two FMAs issue per cycle with a latency of about four, so at least ``min_accumulators``
@@ -51,7 +55,7 @@ class DirectKernels:
     lanes: int
     registers: int
     min_accumulators: int = 8
-    loads_per_fma: float = 0.75   # loads (vectors, broadcasts) the core issues per FMA, in a loop of both
+    loads_per_fma: float = 0.6    # loads (vectors, broadcasts) per FMA a tile can take without waiting on them
 
     def tiles(self) -> list[tuple[int, int]]:
         """Every (vectors, run) whose accumulators and live operands fit in the registers."""
@@ -66,7 +70,7 @@ class DirectKernels:
             v, r = tile
             run = min(r, out_width)
             useful = out_channels * out_width / (_round_up(out_channels, v * self.lanes) * _round_up(out_width, run))
-            issue = min(1.0, self.loads_per_fma * v * run / (v + run))
+            issue = min(1.0, self.loads_per_fma / (1 / v + 1 / run)) ** 0.5
             latency = min(1.0, v * run / self.min_accumulators)
             return round(useful * issue * latency, 3), v * run, -abs(v - run)
 
@@ -224,24 +228,32 @@ def direct_schedule(func, lanes: int):
         vectors, vector = sch.add_unit_loop(channels), channels
     # the larger of the two counts outside: the operands of the smaller one stay live across it
     inner = [u, vectors] if _extent(sch, u) >= _extent(sch, vectors) else [vectors, u]
-    # per (row, block of output channels) when all the weights stay in cache anyway: each row's output is written
-    # whole, where block by block it would be written a part of each cache line at a time; per (block, row) when
-    # they don't, so one block's panel of weights serves every row
-    rows_first = kind == DEPTHWISE or 4 * _elements(weights.shape) <= ROWS_FIRST_WEIGHT_BYTES
-    outer = [b, i, channel_block] if rows_first else [b, channel_block, i]
-    sch.reorder(*outer, t, *window, *inner, vector)
-    outer = sch.fuse(*outer)
+    # rows in groups, each group's blocks of channels, its rows (_row_group): the group's input stays in cache while
+    # every block's weights pass over it, and each block's panel of weights serves the whole group
+    group = _row_group(sch, acc, kind, weights)
+    rows, row = sch.split(i, [None, group])
+    # a block's weights for the whole window larger than PANEL_BYTES pass over each row's tiles in chunks of input
+    # channels that fit, each tile's sums kept between chunks (in cache, not registers), so every tile of the row
+    # finds the chunk's weights in cache instead of streaming them all again
+    chunk = _channel_chunk(weights) if kind == CONV else None
+    if chunk:
+        chunks, within = sch.split(window[-1], [None, chunk])
+        window = [*window[:-1], within]
+        sch.reorder(b, rows, channel_block, row, chunks, t, *window, *inner, vector)
+    else:
+        sch.reorder(b, rows, channel_block, row, t, *window, *inner, vector)
+    outer = sch.fuse(b, rows, channel_block)
     sch.parallel(outer)
-    sch.set_scope(acc, 0, "local")  # one tile's accumulators, in registers
+    sch.set_scope(acc, 0, "local")  # one tile's accumulators, in registers (the row's, between chunks)
     for step in tail:
-        sch.reverse_compute_at(step, t)
+        sch.reverse_compute_at(step, row if chunk else t)
         last = sch.get_loops(step)[-1]
         if _extent(sch, last) % lanes == 0:
             sch.vectorize(sch.split(last, [None, lanes])[1])
     for loop in inner:
         sch.unroll(loop)
     sch.vectorize(vector)
-    sch.decompose_reduction(acc, window[0])
+    sch.decompose_reduction(acc, chunks if chunk else window[0])
     if kind == DEPTHWISE:  # its taps, unrolled: the border checks fold into each tile's code
         for loop in window:
             sch.unroll(loop)
@@ -249,6 +261,33 @@ def direct_schedule(func, lanes: int):
         first = sch.get_loops(producer)
         sch.parallel(sch.fuse(first[0], first[1]) if len(first) > 1 else first[0])
     return sch.mod["main"].with_attr(SCHEDULED, True).with_attr(DIRECT, True)
+
+
+def _channel_chunk(weights) -> int | None:
+    """Input channels per chunk of a full convolution's reduction: the largest divisor of its input channels whose
+    weights for one block of output channels (every tap) fit in ``PANEL_BYTES``; None when all of them do."""
+    _, r, s, channels, block = (int(d) for d in weights.shape)
+    per_channel = 4 * r * s * block
+    if per_channel * channels <= PANEL_BYTES:
+        return None
+    return max(c for c in range(1, channels + 1) if channels % c == 0 and c * per_channel <= PANEL_BYTES) or 1
+
+
+def _row_group(sch, acc, kind: str, weights) -> int:
+    """How many output rows go through every block of channels together: one (each row's output written whole,
+    block after block) where all the weights stay in cache anyway, and for depthwise kernels, whose weights are
+    tiny; else as many as the input rows they read fit in ``GROUP_INPUT_BYTES`` (a divisor of the rows, so no group
+    has a condition): each block's weights then pass once per group instead of once per row, and the group's input
+    is read from cache by every block instead of from memory."""
+    rows = _extent(sch, sch.get_loops(acc)[1])
+    if kind == DEPTHWISE or 4 * _elements(weights.shape) <= ROWS_FIRST_WEIGHT_BYTES:
+        return 1
+    source = next(r.source for r in sch.get(acc).reads if r.source.same_as(weights) is False
+                  and len(r.source.shape) == 4)
+    _, height, width, channels = (int(d) for d in source.shape)
+    row_bytes = 4 * width * channels * max(1, height // rows)  # the input rows one output row moves on by
+    fits = max(1, GROUP_INPUT_BYTES // row_bytes)
+    return max(g for g in range(1, rows + 1) if rows % g == 0 and g <= fits)
 
 
 def _extent(sch, loop) -> int:
