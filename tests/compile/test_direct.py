@@ -3,6 +3,8 @@ a convolution computes at every edge case of width, stride, padding and channel 
 written for in the machine code, and a model with them giving ONNX Runtime's outputs."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -80,7 +82,8 @@ CASES = [  # (height, width, in channels, out channels, kernel, stride, padding 
     (10, 7, 160, 24, 1, 1, (0, 0, 0, 0)),     # output channels no multiple of the block: padded, dropped
     (15, 15, 3, 32, 3, 2, (1, 1, 1, 1)),      # the first convolution: 3 input channels, stride 2
     (10, 10, 64, 12, 3, 2, (0, 0, 1, 1)),     # asymmetric padding (TF-style "same"), 12 output channels
-    (3, 3, 128, 256, 3, 2, (1, 1, 1, 1)),     # a tiny SSD extra layer
+    (3, 3, 128, 256, 3, 2, (1, 1, 1, 1)),     # a tiny SSD extra layer; its weights go over each row in chunks
+    (32, 32, 512, 256, 1, 1, (0, 0, 0, 0)),   # 2 MB of input, 0.5 MB of weights: rows in groups of 4
 ]
 
 
@@ -102,6 +105,24 @@ def test_full_convolution_computes_the_convolution(h, w, c, k, r, stride, paddin
                             pack_conv_weights(w_ohwi, block), bias, spec)
     want = np.clip(_conv_reference(x, w_ohwi, (stride, stride), padding, 1) + bias, 0, 6)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("h, c, k, r, expected", [
+    (32, 512, 256, 1, "groups"),   # weights once per group of 4 rows + input once, against input once per block
+    (13, 512, 1024, 3, "rows"),    # 19 MB of weights over 0.35 MB of input: every row per block
+    (19, 96, 576, 1, "rows"),      # the input fits in cache anyway
+    (38, 32, 192, 1, "row"),       # 24 KB of weights: row after row, every block of each
+])
+def test_rows_go_through_the_blocks_of_channels_in_the_order_that_moves_least(h, c, k, r, expected):
+    from tvm import te
+
+    block, run = AVX2.conv_tile(k, h)
+    tx, tw = te.placeholder((1, h, h, c), "float32"), te.placeholder((-(-k // block), r, r, c, block), "float32")
+    y = conv2d_direct(tx, tw, (1, 1), (r // 2,) * 4, run, k)
+    text = direct_schedule(te.create_prim_func([tx, tw, y]), 8).script()
+    parallel = int(re.findall(r"T\.parallel\((?:T\.int64\()?(\d+)", text)[-1])  # its outer loop (after the padding's)
+    blocks = -(-k // block)
+    assert parallel == {"groups": h // 4 * blocks, "rows": blocks, "row": h * blocks}[expected], parallel
 
 
 @pytest.mark.parametrize("h, w, c, stride, padding", [(19, 19, 576, 1, (1, 1, 1, 1)), (15, 15, 96, 2, (1, 1, 1, 1)),
