@@ -137,7 +137,7 @@ def import_onnx(onnx_path: Path, input_name: str, input_shape: tuple[int, ...], 
     if int8 is not None:
         from edgecv.compile.quantize import quantize_module
 
-        mod = quantize_module(mod, int8, tiles, log)
+        mod = quantize_module(mod, int8, tiles, log, direct)
     if direct:
         from edgecv.compile.direct import direct_module
 

@@ -10,8 +10,9 @@ channel, so the padding is done once, in parallel, before. No scratch beyond one
 kernels, and every core used. Only kernels of one reduction with element-wise work around it are touched; for
 anything else, or anything the schedule primitives refuse, the kernel is left as it was.
 
-Int8 convolutions (``compile --int8``) get ``int8_schedule`` instead: the same shape of schedule around the CPU's
-dot product, so a model nobody tuned still runs its int8 kernels on it.
+Int8 convolutions (``compile --int8``) get ``int8_schedule`` instead: register tiles around the CPU's dot product,
+the schedule of the direct int8 kernels (``--conv-kernels direct``), and so a model nobody tuned still runs its
+int8 kernels on it.
 """
 from __future__ import annotations
 
@@ -92,14 +93,18 @@ def elementwise_schedule(func, lanes: int):
 
 def int8_schedule(func, intrin: str, pixels: int = 4):
     """``func`` (a PrimFunc around an int8 convolution, ``quantize.conv2d_int8_nhwc``) tensorized with the CPU's dot
-    product ``intrin``, as a fixed schedule rather than a searched one, or None if it isn't that shape: output
-    rows in parallel; per row, up to ``pixels`` neighbouring outputs at a time across every block of output
-    channels, so each weight block loaded serves them all, with the reduction (window, then input channels four at
-    a time) around the dot products; the element-wise tail computed per row right after. The padding is done once,
-    in parallel, before. It is what an int8 kernel without a tuning record gets: on an ARM board that no one has
-    tuned on, every int8 kernel (no emulator measures ARM time)."""
+    product ``intrin``, as a fixed schedule rather than a searched one, or None if it isn't that shape. Output rows
+    in parallel; per row, tiles of neighbouring output pixels by a block of output channels, each tile's int32
+    sums in registers (a local buffer, unrolled) while the reduction (window, then input channels four at a time)
+    streams each weight block past every pixel of the tile; the element-wise tail computed per tile right after.
+    A direct kernel (tiled output) brings its tile: ``run`` pixels by the block marked ``INT8_BLOCK``; a plain
+    one (``--conv-kernels metaschedule`` without a record: every int8 kernel on an ARM board no one tuned on, as
+    no emulator measures ARM time) gets ``pixels`` or fewer, a divisor of its width, by one dot product. The
+    padding is done once, in parallel, before."""
     import tvm.s_tir as s_tir
     from tvm.s_tir.schedule.transform import tile_with_tensor_intrin
+
+    from edgecv.compile.quantize import INT8_BLOCK
 
     sch = s_tir.Schedule(func)
     blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
@@ -108,24 +113,33 @@ def int8_schedule(func, intrin: str, pixels: int = 4):
         return None
     at = names.index("conv2d_int8")
     conv, producers, tail = blocks[at], blocks[:at], _fold_tail(sch, blocks[at + 1:])
+    per_tile = int(sch.get(conv).annotations.get(INT8_BLOCK, 1))
     if tile_with_tensor_intrin(sch, conv, intrin) is None:
         return None
-    b, i, j, k_blocks, rr, rs, rc_blocks, k_lanes, _ = sch.get_loops(conv)
-    width = _extent(sch, j)
-    run = max(f for f in range(1, pixels + 1) if width % f == 0)
-    j_run, j_in = sch.split(j, [width // run, run])
+    loops = sch.get_loops(conv)
+    if len(loops) == 10:  # direct: [N, OH, tiles, run, K]
+        b, i, tiles, run, k_blocks, rr, rs, rc_blocks, k_lanes, _ = loops
+    else:
+        b, i, j, k_blocks, rr, rs, rc_blocks, k_lanes, _ = loops
+        width = _extent(sch, j)
+        tiles, run = sch.split(j, [None, max(f for f in range(1, pixels + 1) if width % f == 0)])
+    block, dots = sch.split(k_blocks, [None, per_tile])
     rows = sch.fuse(b, i)
-    sch.reorder(rows, j_run, k_blocks, rr, rs, rc_blocks, j_in, k_lanes)
+    sch.reorder(rows, tiles, block, rr, rs, rc_blocks, run, dots, k_lanes)
     sch.parallel(rows)
     for step in tail:
-        sch.reverse_compute_at(step, rows)
+        sch.reverse_compute_at(step, block)
     init = sch.decompose_reduction(conv, rr)
     sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(run)
+    sch.unroll(dots)
     sch.tensorize(k_lanes, intrin)
+    sch.set_scope(init, 0, "local")  # the tile's sums (the tensorized block is gone: its init still writes them)
     for producer in producers:
         first = sch.get_loops(producer)
         sch.parallel(sch.fuse(first[0], first[1]) if len(first) > 1 else first[0])
-    return sch.mod["main"].with_attr(SCHEDULED, True).with_attr(TENSORIZED, True)
+    scheduled = sch.mod["main"].with_attr(SCHEDULED, True).with_attr(TENSORIZED, True)
+    return scheduled.with_attr(DIRECT, True) if len(loops) == 10 else scheduled
 
 
 def _fold_tail(sch, tail: list) -> list:
@@ -203,7 +217,7 @@ def schedule_leftovers(mod, log=lambda message: None, kernels: Kernels = Kernels
     ``direct.direct_schedule`` for the direct ones, ``basic_schedule`` for the rest; logs how many it covered."""
     from tvm import relax
 
-    done, kept, dot, direct, flat = [], [], [], [], []
+    done, kept, dot, direct, direct_int8, flat = [], [], [], [], [], []
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function) or (func.attrs is not None and SCHEDULED in func.attrs
                                                 and func.attrs[SCHEDULED]):
@@ -213,10 +227,13 @@ def schedule_leftovers(mod, log=lambda message: None, kernels: Kernels = Kernels
             kept.append(gv.name_hint)
             continue
         mod[gv] = scheduled
-        (dot if TENSORIZED in scheduled.attrs else direct if DIRECT in scheduled.attrs
+        (direct if DIRECT in scheduled.attrs else dot if TENSORIZED in scheduled.attrs
          else flat if ELEMENTWISE in scheduled.attrs else done).append(gv.name_hint)
+        if DIRECT in scheduled.attrs and TENSORIZED in scheduled.attrs:
+            direct_int8.append(gv.name_hint)
     if direct:
-        log(f"direct schedule for {len(direct)} convolutions")
+        log(f"direct schedule for {len(direct)} convolutions"
+            + (f" ({len(direct_int8)} int8 ones with {kernels.int8_intrin})" if direct_int8 else ""))
     if flat:
         log(f"element-wise schedule for {len(flat)} kernels")
     if done or dot:

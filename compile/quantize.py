@@ -12,6 +12,13 @@ What changes (``edgecv compile --int8``, ``edgecv tune --int8``):
   CPU's dot product, ``lanes`` output channels by four input channels), then ``(acc - zero * sum(w)) * scale_x *
   scale_w`` back to float32. Padding is the zero point, so the correction is exact at the borders. The first
   convolution (3 input channels) stays float32.
+- With ``--conv-kernels direct`` (the default) each int8 convolution is a direct kernel, as the float32 ones are
+  (``direct``): it computes tiles of ``run`` output pixels by a block of output channels (``INT8_BLOCK`` dot
+  products wide) whose int32 sums stay in registers while the reduction streams weights and broadcast bytes past
+  them, the last tile of a row reading the row's last pixel again where it runs past the edge; the tile comes
+  from the same register model (``DirectKernels.int8``) and the schedule is fixed (``leftovers.int8_schedule``),
+  not searched. With ``--conv-kernels metaschedule`` the output is plain NHWC and the schedules come from the
+  tuning records.
 - The kernel is chosen by the target (``INT8_KERNELS``, ``int8_kernel``): AVX-512 VNNI's or AVX-VNNI's vpdpbusd,
   AVX-512BW's or AVX2's vpmaddubsw + vpmaddwd (whose int16 pair sums saturate: weights get 7 bits there), ARM's sdot (ARMv8.2
   dot product) or NEON's smull + saddlp (ARMv8.0). x86 kernels take unsigned activations, ARM ones signed.
@@ -43,6 +50,7 @@ import numpy as np
 from edgecv.compile.rewrite import const
 
 PACK_C = 4  # input channels per dot product: every kernel below sums four neighbouring bytes
+INT8_BLOCK = "edgecv.int8_block"  # on a direct int8 kernel's sums: dot products (of ``lanes`` sums) per tile
 # a depthwise convolution whose float32 input is at least this big reads it as uint8 (``depthwise_uint8``)
 DEPTHWISE_UINT8_MIN_BYTES = 2 << 20
 
@@ -252,16 +260,19 @@ def calibration_id(source: str | None) -> str:
 
 # ---- the int8 convolution ----
 
-def pack_weights(w_ohwi: np.ndarray, lanes: int = 16, weight_max: int = 127
+def pack_weights(w_ohwi: np.ndarray, lanes: int = 16, weight_max: int = 127, block: int | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """OHWI float32 -> (packed int8 [K/lanes, R, S, C/4, lanes, 4], per-channel scales (Kp,), sum of int8 weights
     (Kp,)), each output channel rounded onto -weight_max..weight_max, output channels padded to a multiple of
-    ``lanes`` with zeros."""
+    ``block`` (a direct kernel's tile: a multiple of ``lanes``; by default ``lanes``) with zeros."""
     k, r, s, c = w_ohwi.shape
     flat = np.abs(w_ohwi.reshape(k, -1)).max(axis=1)
     scale = np.where(flat > 0, flat / weight_max, 1.0).astype(np.float32)
     q = np.clip(np.round(w_ohwi / scale[:, None, None, None]), -weight_max, weight_max).astype(np.int8)
-    kp = -(-k // lanes) * lanes
+    block = block or lanes
+    if block % lanes:
+        raise ValueError(f"a block of {block} output channels is no multiple of the kernel's {lanes} lanes")
+    kp = -(-k // block) * block
     padded = np.zeros((kp, r, s, c), np.int8)
     padded[:k] = q
     packed = padded.reshape(kp // lanes, lanes, r, s, c // PACK_C, PACK_C).transpose(0, 2, 3, 4, 1, 5)
@@ -284,20 +295,35 @@ def _padded_with_zero_point(x, zero, padding, kernel, strides):
     return padded, ((h + top + bottom - r) // sh + 1, (wd + left + right - s) // sw + 1)
 
 
-def conv2d_int8_nhwc(x, w, zero, strides, padding):
+def conv2d_int8_nhwc(x, w, zero, strides, padding, tile: tuple[int, int] | None = None,
+                     out_channels: int | None = None):
     """TE: uint8 (x86) or int8 (ARM) NHWC input, padded with ``zero[0]`` (the zero point), x packed int8 weights
-    ``[K/lanes, R, S, C/4, lanes, 4]`` -> int32 NHWC: the shape every kernel's dot product tensorizes."""
-    from tvm import te
+    ``[K/lanes, R, S, C/4, lanes, 4]`` -> int32 NHWC: the shape every kernel's dot product tensorizes.
+
+    With ``tile`` ((block, run): a direct kernel) the sums are computed as ``direct.conv2d_direct`` computes
+    them, in tiles ``[N, OH, ceil(OW/run), run, K]`` (the last tile's columns clamped to the row's last pixel),
+    marked with the dot products per block (``INT8_BLOCK``), then untiled to ``out_channels``."""
+    from tvm import te, tirx
+
+    from edgecv.compile.direct import untile
 
     n, c = int(x.shape[0]), int(x.shape[3])
     blocks, r, s, _, lanes, _ = (int(v) for v in w.shape)
     padded, (oh, ow) = _padded_with_zero_point(x, zero, padding, (r, s), strides)
     sh, sw = strides
     rr, rs, rc = te.reduce_axis((0, r), "rr"), te.reduce_axis((0, s), "rs"), te.reduce_axis((0, c), "rc")
-    return te.compute((n, oh, ow, blocks * lanes), lambda b, i, j, k: te.sum(
-        padded[b, i * sh + rr, j * sw + rs, rc].astype("int32")
-        * w[k // lanes, rr, rs, rc // PACK_C, k % lanes, rc % PACK_C].astype("int32"), axis=[rr, rs, rc]),
-        name="conv2d_int8")
+
+    def dot(b, i, j, k):
+        return te.sum(padded[b, i * sh + rr, j * sw + rs, rc].astype("int32")
+                      * w[k // lanes, rr, rs, rc // PACK_C, k % lanes, rc % PACK_C].astype("int32"), axis=[rr, rs, rc])
+
+    if tile is None:
+        return te.compute((n, oh, ow, blocks * lanes), dot, name="conv2d_int8")
+    block, run = tile
+    acc = te.compute((n, oh, -(-ow // run), run, blocks * lanes),
+                     lambda b, i, t, u, k: dot(b, i, tirx.min(t * run + u, ow - 1), k), name="conv2d_int8",
+                     attrs={INT8_BLOCK: block // lanes})
+    return untile(acc, (n, oh, ow, out_channels or blocks * lanes))
 
 
 @dataclass(frozen=True)
@@ -308,10 +334,10 @@ class Int8Plan:
     kernel: Int8Kernel
 
 
-def quantize_module(mod, plan: Int8Plan, tiles, log=lambda m: None):
-    """The channels-last module (``rewrite.channels_last``: weights constant) with its full convolutions in int8 and
-    its depthwise ones with large inputs reading uint8 (direct kernels, their tiles from ``tiles``, a
-    ``direct.DirectKernels``)."""
+def quantize_module(mod, plan: Int8Plan, tiles, log=lambda m: None, direct: bool = False):
+    """The channels-last module (``rewrite.channels_last``: weights constant) with its full convolutions in int8
+    (direct kernels with ``direct``) and its depthwise ones with large inputs reading uint8 (direct kernels); their
+    tiles from ``tiles``, a ``direct.DirectKernels``."""
     from edgecv.compile.rewrite import rewrite_convolutions
 
     def rewrite(bb, conv):
@@ -325,7 +351,8 @@ def quantize_module(mod, plan: Int8Plan, tiles, log=lambda m: None):
         if rng is None:
             return None
         if full:
-            return _int8_convolution(bb, conv, rng, plan.kernel), "int8"
+            int8_tiles = tiles.int8(plan.kernel.lanes) if direct else None
+            return _int8_convolution(bb, conv, rng, plan.kernel, int8_tiles), "int8"
         return _uint8_depthwise(bb, conv, rng, tiles), "uint8 depthwise"
 
     mod, counts = rewrite_convolutions(mod, rewrite)
@@ -483,19 +510,24 @@ def _uint8_depthwise(bb, conv, rng: Range, tiles):
                       primfunc_name_hint=DEPTHWISE)
 
 
-def _int8_convolution(bb, conv, rng: Range, kernel: Int8Kernel):
-    """quantize x -> int8 convolution -> float32, emitted with ``bb``; the same value as the float convolution."""
+def _int8_convolution(bb, conv, rng: Range, kernel: Int8Kernel, tiles=None):
+    """quantize x -> int8 convolution -> float32, emitted with ``bb``; the same value as the float convolution.
+    With ``tiles`` (``DirectKernels.int8``: the tiles of this kernel's dot products) a direct kernel."""
     from tvm import relax
 
     scale_x, zero = rng.affine()
     zero += kernel.zero_offset
-    packed, scale_w, wsum = pack_weights(conv.weights, kernel.lanes, kernel.weight_max)
+    k = conv.weights.shape[0]
+    tile = tiles.conv_tile(k, conv.out_size()[1]) if tiles is not None else None
+    packed, scale_w, wsum = pack_weights(conv.weights, kernel.lanes, kernel.weight_max, tile and tile[0])
+    if tile is not None:  # the untile drops the padded channels
+        scale_w, wsum = scale_w[:k], wsum[:k]
     q = bb.emit(_quantize(conv.x, scale_x, zero, kernel.activations))
     acc = bb.emit(bb.call_te(conv2d_int8_nhwc, q, const(packed), const(np.array([zero], kernel.activations)),
-                             strides=conv.strides, padding=conv.padding, primfunc_name_hint="conv2d_int8"))
+                             strides=conv.strides, padding=conv.padding, tile=tile, out_channels=k,
+                             primfunc_name_hint="conv2d_int8"))
     y = relax.op.multiply(relax.op.astype(relax.op.subtract(acc, const((zero * wsum).astype(np.int32))), "float32"),
                           const((scale_x * scale_w).astype(np.float32)))
-    k = conv.weights.shape[0]
-    if k != packed.shape[0] * kernel.lanes:
+    if tile is None and k != packed.shape[0] * kernel.lanes:
         y = relax.op.strided_slice(bb.emit(y), axes=[3], begin=[0], end=[k])
     return y

@@ -37,7 +37,7 @@ TRIALS_PER_BATCH = 16             # candidates measured per search round; the co
 INVALID_SECONDS = 1e9             # MetaSchedule records a failed build or run as 1e10 s or more
 NOT_WORTH_SECONDS = 2e-6          # untuned, all calls of a task take less (a no-op reshape): not tuned
 NOT_WORTH = "nothing to gain: it takes almost no time untuned"
-DIRECT_KERNEL = "a direct convolution: compile gives it its own schedule (compile/direct.py)"
+DIRECT_KERNEL = "a direct convolution: compile gives it its own schedule (compile/direct.py, int8: leftovers.py)"
 
 
 @dataclass

@@ -39,6 +39,19 @@ def test_avx2_tiles_are_the_ones_measured_fastest():
     assert AVX2.depthwise_tile(576, 19) == (8, 2) and AVX2.depthwise_tile(12, 7) == (12, 2)
 
 
+@pytest.mark.parametrize("kernels, sums, per_vector", [(AVX2, 16, 2), (AVX512, 16, 1), (NEON, 4, 1)],
+                         ids=["avx2", "avx512", "neon"])
+def test_int8_tiles_leave_room_for_the_dot_products_temporaries(kernels, sums, per_vector):
+    """An int8 tile counts in dot products of ``sums`` int32 sums (two AVX2 registers each), two registers kept
+    aside for the dot product's temporaries; on AVX2, 16 sums by 5 pixels: the tile measured fastest."""
+    int8 = kernels.int8(sums)
+    assert int8.lanes == sums
+    for dots, run in int8.tiles():
+        assert per_vector * (dots * run + min(dots, run) + 1) + 2 <= kernels.registers
+    if kernels is AVX2:
+        assert {int8.conv_tile(k, w) for k, w in [(96, 150), (144, 75), (24, 75), (192, 38), (576, 19)]} == {(16, 5)}
+
+
 def _conv_reference(x, w_ohwi, strides, padding, groups):
     """NHWC float64 convolution, the plain way."""
     n, h, wd, c = x.shape

@@ -174,6 +174,55 @@ def test_int8_kernel_tensorizes_with_its_dot_product_and_is_exact(tmp_path, kern
     assert np.array_equal(result.numpy(), want)
 
 
+@pytest.mark.parametrize("h, w, c, k, r, stride", [
+    (7, 19, 32, 40, 3, 1),   # 19 pixels a row: the last tile runs past the edge; 40 channels: the untile drops 8
+    (9, 11, 64, 96, 3, 2),   # strided
+    (5, 13, 16, 16, 1, 1),   # 1x1, one block
+])
+@pytest.mark.parametrize("kernel", BUILT, ids=[k.name if k else "none" for k in BUILT])
+def test_direct_int8_kernel_is_exact_past_the_row_edge_and_the_padded_channels(kernel, h, w, c, k, r, stride):
+    """The direct int8 kernel (``--conv-kernels direct``: tiles of pixels by blocks of dot products, the fixed
+    schedule of ``leftovers.int8_schedule``) computes exactly what integer arithmetic says, the zero point in the
+    padding, with the kernel's own dot product, for rows no multiple of the tile and channels no multiple of the
+    block."""
+    import tvm
+    from tvm import te
+
+    from edgecv.compile.direct import kernels_for
+    from edgecv.compile.leftovers import DIRECT, TENSORIZED, int8_schedule
+    from edgecv.compile.tune import load_tensor_intrinsics
+
+    kernel = _runnable(kernel)
+    target = tvm.target.Target(_target(kernel))
+    load_tensor_intrinsics(target)
+    pad = r // 2
+    ow = (w + 2 * pad - r) // stride + 1
+    block, run = kernels_for(target).int8(kernel.lanes).conv_tile(k, ow)
+    rng = np.random.default_rng(k)
+    low = -128 if kernel.activations == "int8" else 0
+    xs = rng.integers(low, low + 256, size=(1, h, w, c)).astype(kernel.activations)
+    w_ohwi = rng.integers(-kernel.weight_max, kernel.weight_max + 1, size=(k, r, r, c)).astype(np.float32)
+    w_ohwi[:, 0, 0, 0] = kernel.weight_max  # each channel's scale 1: packed as they are
+    packed, _, _ = q.pack_weights(w_ohwi, kernel.lanes, kernel.weight_max, block)
+    x = te.placeholder(xs.shape, kernel.activations, name="x")
+    wt = te.placeholder(packed.shape, "int8", name="w")
+    zero = te.placeholder((1,), kernel.activations, name="zero")
+    out = q.conv2d_int8_nhwc(x, wt, zero, (stride, stride), (pad,) * 4, tile=(block, run), out_channels=k)
+    func = int8_schedule(te.create_prim_func([x, wt, zero, out]), kernel.intrin)
+    assert func is not None and TENSORIZED in func.attrs and DIRECT in func.attrs
+    mod = q.serial_tensorized(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}))
+    assert kernel.instruction in mod.script()
+    lib = tvm.compile(mod, target=target)
+    oh = (h + 2 * pad - r) // stride + 1
+    result = tvm.runtime.tensor(np.zeros((1, oh, ow, k), np.int32))
+    point = np.array([low + 7], kernel.activations)
+    lib["main"](tvm.runtime.tensor(xs), tvm.runtime.tensor(packed), tvm.runtime.tensor(point), result)
+    padded = np.pad(xs.astype(np.int64), ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=low + 7)
+    want = sum(np.einsum("nhwc,kc->nhwk", padded[:, i:i + stride * oh:stride, j:j + stride * ow:stride],
+                         w_ohwi[:, i, j].astype(np.int64)) for i in range(r) for j in range(r))
+    assert np.array_equal(result.numpy(), want)
+
+
 @pytest.mark.parametrize("kernel", BUILT, ids=[k.name if k else "none" for k in BUILT])
 def test_int8_kernels_without_records_still_use_the_dot_product(tmp_path, kernel):
     """A model no one tuned (every int8 model on an ARM board) gets a fixed schedule around the kernel's dot product
