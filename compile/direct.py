@@ -240,9 +240,9 @@ def direct_schedule(func, lanes: int):
         vectors, vector = sch.add_unit_loop(channels), channels
     # the larger of the two counts outside: the operands of the smaller one stay live across it
     inner = [u, vectors] if _extent(sch, u) >= _extent(sch, vectors) else [vectors, u]
-    # rows in groups, each group's blocks of channels, its rows (_row_group): the group's input stays in cache while
+    # rows in groups, each group's blocks of channels, its rows (row_group): the group's input stays in cache while
     # every block's weights pass over it, and each block's panel of weights serves the whole group
-    group = _row_group(sch, acc, kind, weights)
+    group = row_group(sch, acc, kind, weights)
     rows, row = sch.split(i, [None, group])
     # a block's weights for the whole window larger than PANEL_BYTES pass over each row's tiles in chunks of input
     # channels that fit, each tile's sums kept between chunks (in cache, not registers), so every tile of the row
@@ -285,26 +285,27 @@ def _channel_chunk(weights) -> int | None:
     return max(c for c in range(1, channels + 1) if channels % c == 0 and c * per_channel <= PANEL_BYTES) or 1
 
 
-def _row_group(sch, acc, kind: str, weights) -> int:
+def row_group(sch, acc, kind: str, weights, blocks: int | None = None) -> int:
     """How many output rows go through every block of channels together. One (each row's output written whole,
     block after block) where all the weights stay in cache anyway, and for depthwise kernels, whose weights are
     tiny. Else either every row (each block's panel of weights serves all rows, the input read again per block) or,
     where that moves less through memory, groups whose input fits ``GROUP_INPUT_BYTES`` (a divisor of the rows, so no
     group has a condition): the weights then pass once per group and each group's input stays in cache for every
     block. (Measured on AVX2: SSD-512's 1x1 512 -> 512 convolutions, 1 MB of weights over 2 MB of input, gain from
-    groups; YOLOv3's 3x3 heads, 19 MB of weights over 0.35 MB, lose a fifth.)"""
+    groups; YOLOv3's 3x3 heads, 19 MB of weights over 0.35 MB, lose a fifth.) Sizes in bytes of the buffers' types;
+    ``blocks``: how many blocks of channels the weights hold, if not their first dimension (int8's is per dot
+    product)."""
     rows = _extent(sch, sch.get_loops(acc)[1])
-    weight_bytes = 4 * _elements(weights.shape)
+    weight_bytes = _bytes(weights)
     if kind == DEPTHWISE or weight_bytes <= ROWS_FIRST_WEIGHT_BYTES:
         return 1
     source = next(r.source for r in sch.get(acc).reads if not r.source.same_as(weights) and len(r.source.shape) == 4)
-    _, height, width, channels = (int(d) for d in source.shape)
-    input_bytes = 4 * height * width * channels
+    height, input_bytes = int(source.shape[1]), _bytes(source)
     if input_bytes <= GROUP_INPUT_BYTES:
         return rows
     row_bytes = input_bytes // height * max(1, height // rows)  # the input rows one output row moves on by
     group = max(g for g in range(1, rows + 1) if rows % g == 0 and g * row_bytes <= max(GROUP_INPUT_BYTES, row_bytes))
-    blocks = int(weights.shape[0])
+    blocks = blocks or int(weights.shape[0])
     by_block = weight_bytes + blocks * input_bytes
     by_group = rows // group * weight_bytes + input_bytes
     return group if by_group < by_block else rows
@@ -312,6 +313,12 @@ def _row_group(sch, acc, kind: str, weights) -> int:
 
 def _extent(sch, loop) -> int:
     return int(sch.get(loop).extent)
+
+
+def _bytes(buffer) -> int:
+    import tvm
+
+    return _elements(buffer.shape) * tvm.DataType(str(buffer.dtype)).bits // 8
 
 
 def _elements(shape) -> int:

@@ -93,10 +93,12 @@ def elementwise_schedule(func, lanes: int):
 
 def int8_schedule(func, intrin: str, pixels: int = 4):
     """``func`` (a PrimFunc around an int8 convolution, ``quantize.conv2d_int8_nhwc``) tensorized with the CPU's dot
-    product ``intrin``, as a fixed schedule rather than a searched one, or None if it isn't that shape. Output rows
-    in parallel; per row, tiles of neighbouring output pixels by a block of output channels, each tile's int32
-    sums in registers (a local buffer, unrolled) while the reduction (window, then input channels four at a time)
-    streams each weight block past every pixel of the tile; the element-wise tail computed per tile right after.
+    product ``intrin``, as a fixed schedule rather than a searched one, or None if it isn't that shape. Tiles of
+    neighbouring output pixels by a block of output channels, each tile's int32 sums in registers (a local buffer,
+    unrolled) while the reduction (window, then input channels four at a time) streams the block's weights past
+    every pixel of the tile; the element-wise tail computed per tile right after. Rows and blocks go as the float32
+    direct kernels' do (``direct.row_group``: row by row, every block of each, where the weights are small; else
+    each block's weights over a group of rows or all of them), in parallel.
     A direct kernel (tiled output) brings its tile: ``run`` pixels by the block marked ``INT8_BLOCK``; a plain
     one (``--conv-kernels metaschedule`` without a record: every int8 kernel on an ARM board no one tuned on, as
     no emulator measures ARM time) gets ``pixels`` or fewer, a divisor of its width, by one dot product. The
@@ -104,6 +106,7 @@ def int8_schedule(func, intrin: str, pixels: int = 4):
     import tvm.s_tir as s_tir
     from tvm.s_tir.schedule.transform import tile_with_tensor_intrin
 
+    from edgecv.compile.direct import row_group
     from edgecv.compile.quantize import INT8_BLOCK
 
     sch = s_tir.Schedule(func)
@@ -114,21 +117,25 @@ def int8_schedule(func, intrin: str, pixels: int = 4):
     at = names.index("conv2d_int8")
     conv, producers, tail = blocks[at], blocks[:at], _fold_tail(sch, blocks[at + 1:])
     per_tile = int(sch.get(conv).annotations.get(INT8_BLOCK, 1))
+    direct = len(sch.get_loops(conv)) == 8  # [N, OH, tiles, run, K] and the window, not [N, OH, OW, K] and it
+    weights = next(r.source for r in sch.get(conv).reads if len(r.source.shape) == 6)
+    group = row_group(sch, conv, "int8", weights, int(weights.shape[0]) // per_tile) if direct else 1
     if tile_with_tensor_intrin(sch, conv, intrin) is None:
         return None
     loops = sch.get_loops(conv)
-    if len(loops) == 10:  # direct: [N, OH, tiles, run, K]
+    if direct:
         b, i, tiles, run, k_blocks, rr, rs, rc_blocks, k_lanes, _ = loops
     else:
         b, i, j, k_blocks, rr, rs, rc_blocks, k_lanes, _ = loops
         width = _extent(sch, j)
         tiles, run = sch.split(j, [None, max(f for f in range(1, pixels + 1) if width % f == 0)])
     block, dots = sch.split(k_blocks, [None, per_tile])
-    rows = sch.fuse(b, i)
-    sch.reorder(rows, tiles, block, rr, rs, rc_blocks, run, dots, k_lanes)
-    sch.parallel(rows)
+    # as the float32 direct kernels (direct.row_group): rows in groups, each group's blocks of channels, its rows
+    rows, row = sch.split(i, [None, group])
+    sch.reorder(b, rows, block, row, tiles, rr, rs, rc_blocks, run, dots, k_lanes)
+    sch.parallel(sch.fuse(b, rows, block))
     for step in tail:
-        sch.reverse_compute_at(step, block)
+        sch.reverse_compute_at(step, tiles)
     init = sch.decompose_reduction(conv, rr)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(run)
@@ -139,7 +146,7 @@ def int8_schedule(func, intrin: str, pixels: int = 4):
         first = sch.get_loops(producer)
         sch.parallel(sch.fuse(first[0], first[1]) if len(first) > 1 else first[0])
     scheduled = sch.mod["main"].with_attr(SCHEDULED, True).with_attr(TENSORIZED, True)
-    return scheduled.with_attr(DIRECT, True) if len(loops) == 10 else scheduled
+    return scheduled.with_attr(DIRECT, True) if direct else scheduled
 
 
 def _fold_tail(sch, tail: list) -> list:
