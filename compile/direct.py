@@ -278,8 +278,8 @@ def direct_schedule(func, lanes: int):
 def _channel_chunk(weights) -> int | None:
     """Input channels per chunk of a full convolution's reduction: the largest divisor of its input channels whose
     weights for one block of output channels (every tap) fit in ``PANEL_BYTES``; None when all of them do."""
-    _, r, s, channels, block = (int(d) for d in weights.shape)
-    per_channel = 4 * r * s * block
+    blocks, channels = int(weights.shape[0]), int(weights.shape[3])
+    per_channel = _bytes(weights) // (blocks * channels)  # one block's weights for one input channel, every tap
     if per_channel * channels <= PANEL_BYTES:
         return None
     return max(c for c in range(1, channels + 1) if channels % c == 0 and c * per_channel <= PANEL_BYTES) or 1

@@ -116,8 +116,9 @@ def int8_schedule(func, intrin: str, pixels: int = 4):
         return None
     at = names.index("conv2d_int8")
     conv, producers, tail = blocks[at], blocks[:at], _fold_tail(sch, blocks[at + 1:])
-    per_tile = int(sch.get(conv).annotations.get(INT8_BLOCK, 1))
-    direct = len(sch.get_loops(conv)) == 8  # [N, OH, tiles, run, K] and the window, not [N, OH, OW, K] and it
+    annotations = sch.get(conv).annotations
+    direct = INT8_BLOCK in annotations  # a direct kernel's tiled sums carry their block (quantize.conv2d_int8_nhwc)
+    per_tile = int(annotations.get(INT8_BLOCK, 1))
     weights = next(r.source for r in sch.get(conv).reads if len(r.source.shape) == 6)
     group = row_group(sch, conv, "int8", weights, int(weights.shape[0]) // per_tile) if direct else 1
     if tile_with_tensor_intrin(sch, conv, intrin) is None:
