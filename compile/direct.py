@@ -35,6 +35,7 @@ import numpy as np
 CONV = "direct_conv2d"            # block names: how ``direct_schedule`` finds its kernels
 DEPTHWISE = "direct_depthwise"
 UNTILE = "direct_untile"
+BLOCK = "edgecv.direct_block"       # on a kernel's accumulators: output channels per block of its packed weights
 ROWS_FIRST_WEIGHT_BYTES = 128 << 10  # a convolution with at most this much weight runs rows outermost
 GROUP_INPUT_BYTES = 256 << 10       # else rows go in groups whose input rows fit in this much cache
 PANEL_BYTES = 32 << 10              # one block's weights up to this size serve a tile whole, else in chunks
@@ -155,7 +156,7 @@ def conv2d_direct(x, w, strides, padding, run: int, out_channels: int):
     rr, rs, rc = te.reduce_axis((0, r), "rr"), te.reduce_axis((0, s), "rs"), te.reduce_axis((0, c), "rc")
     acc = te.compute((n, oh, -(-ow // run), run, blocks * block), lambda b, i, t, u, k: te.sum(
         xp[b, i * sh + rr, tirx.min(t * run + u, ow - 1) * sw + rs, rc] * w[k // block, rr, rs, rc, k % block],
-        axis=[rr, rs, rc]), name=CONV)
+        axis=[rr, rs, rc]), name=CONV, attrs={BLOCK: block})
     return untile(acc, (n, oh, ow, out_channels))
 
 
@@ -185,7 +186,8 @@ def depthwise_direct(x, w, strides, padding, run: int, offset: float = 0.0):
         return (value - tirx.const(offset, "float32") if offset else value) * weight
 
     acc = te.compute((n, oh, -(-ow // run), run, c), lambda b, i, t, u, ch: te.sum(tap(b, i, t, u, ch, rr, rs),
-                                                                                  axis=[rr, rs]), name=DEPTHWISE)
+                                                                                  axis=[rr, rs]), name=DEPTHWISE,
+                     attrs={BLOCK: block})
     return untile(acc, (n, oh, ow, c))
 
 
@@ -229,8 +231,9 @@ def direct_schedule(func, lanes: int):
         return None
     at = names.index(kind)
     acc, producers, tail = blocks[at], blocks[:at], _fold_tail(sch, blocks[at + 1:])
-    weights = next(r.source for r in sch.get(acc).reads if len(r.source.shape) == (5 if kind == CONV else 4))
-    block = int(weights.shape[-1])
+    # the block the kernel marks, not a buffer's last dimension: a depthwise kernel's input has four dimensions too
+    block = int(sch.get(acc).annotations[BLOCK])
+    weights = next((r.source for r in sch.get(acc).reads if len(r.source.shape) == 5), None)  # a full one's
     loops = sch.get_loops(acc)
     b, i, t, u, k, *window = loops
     channel_block, channels = sch.split(k, [None, block])
@@ -295,9 +298,10 @@ def row_group(sch, acc, kind: str, weights, blocks: int | None = None) -> int:
     groups; YOLOv3's 3x3 heads, 19 MB of weights over 0.35 MB, lose a fifth.) Sizes in bytes of the buffers' types;
     ``blocks``: how many blocks of channels the weights hold, if not their first dimension (int8's is per dot
     product)."""
-    rows = _extent(sch, sch.get_loops(acc)[1])
-    weight_bytes = _bytes(weights)
-    if kind == DEPTHWISE or weight_bytes <= ROWS_FIRST_WEIGHT_BYTES:
+    if kind == DEPTHWISE:
+        return 1
+    rows, weight_bytes = _extent(sch, sch.get_loops(acc)[1]), _bytes(weights)
+    if weight_bytes <= ROWS_FIRST_WEIGHT_BYTES:
         return 1
     source = next(r.source for r in sch.get(acc).reads if not r.source.same_as(weights) and len(r.source.shape) == 4)
     height, input_bytes = int(source.shape[1]), _bytes(source)
