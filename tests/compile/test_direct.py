@@ -32,11 +32,11 @@ def test_every_tile_fits_the_registers_and_the_chosen_one_wastes_little(kernels)
 
 
 def test_avx2_tiles_are_the_ones_measured_fastest():
-    """On AVX2 (measured per kernel, one thread): 3 vectors x 4 pixels where it divides the row well; a run of 2 for
-    a depthwise kernel, one vector of channels."""
+    """On AVX2 (measured per kernel, one thread): 3 vectors x 4 pixels where it divides the row well; a run of 4 for
+    a depthwise kernel (measured in the whole detector, two threads), one vector of channels."""
     assert AVX2.conv_tile(576, 19) == (24, 4)
     assert AVX2.conv_tile(960, 10) == (48, 2)
-    assert AVX2.depthwise_tile(576, 19) == (8, 2) and AVX2.depthwise_tile(12, 7) == (12, 2)
+    assert AVX2.depthwise_tile(576, 19) == (8, 4) and AVX2.depthwise_tile(12, 7) == (12, 4)
 
 
 @pytest.mark.parametrize("kernels, sums, per_vector", [(AVX2, 16, 2), (AVX512, 16, 1), (NEON, 4, 1)],
@@ -152,6 +152,34 @@ def test_depthwise_convolution_computes_the_convolution(h, w, c, stride, padding
                             pack_depthwise_weights(w_ohwi, block), bias, {"kind": "llvm", "mcpu": "x86-64-v3"})
     want = np.clip(_conv_reference(x, w_ohwi, (stride, stride), padding, c) + bias, 0, 6)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("h, w, c, stride", [(19, 19, 576, 1), (15, 15, 96, 2)])
+def test_a_depthwise_tile_is_one_block_of_channels_streamed_row_by_row(h, w, c, stride):
+    """A tile's accumulators are ``run`` pixels by one block of channels (registers), not every channel of the
+    input (which once spilled them to the stack and cleared them per tile); rows run in parallel, each streamed
+    tile by tile across all its blocks of channels."""
+    import re
+
+    import tvm
+    import tvm.s_tir as s_tir
+    from tvm import te, tirx
+
+    ow = (w + 2 - 3) // stride + 1
+    block, run = AVX2.depthwise_tile(c, ow)
+    assert block == AVX2.lanes
+    tx, tw = te.placeholder((1, h, w, c), "float32"), te.placeholder((c // block, 3, 3, block), "float32")
+    out = depthwise_direct(tx, tw, (stride, stride), (1, 1, 1, 1), run)
+    func = direct_schedule(te.create_prim_func([tx, tw, out]), AVX2.lanes)
+    lowered = tvm.IRModule({"main": func})
+    for step in (s_tir.transform.LowerInitBlock(), s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+                 s_tir.transform.ConvertBlocksToOpaque(), s_tir.transform.CompactBufferAllocation(),
+                 s_tir.transform.LowerOpaqueBlock(), tirx.transform.FlattenBuffer()):
+        lowered = step(lowered)
+    script = lowered["main"].script()
+    assert [int(n) for n in re.findall(r"alloc_local\(\((\d+),\)", script)] == [run * block]
+    oh = (h + 2 - 3) // stride + 1
+    assert re.findall(r"T\.parallel\((\d+)\)", script) == [str(oh)]
 
 
 def _guarded(shape, at: str):
