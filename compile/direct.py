@@ -19,10 +19,11 @@ What changes (``DirectKernels``: the tile shapes for a target's vector width and
   is computed whole, the last one reading the row's last pixel again where it runs past the edge (its input
   column clamped), so no tile has a condition inside; ``direct_untile`` copies the tiles out, dropping what ran
   past the edge and the padded channels, with the bias and activation that fuse after it.
-- ``direct_schedule``: rows and blocks of channels in parallel; per tile, its accumulators (``run`` x ``block``)
-  in registers (a local buffer, unrolled, one vector register per vector), the reduction around them, and the
-  untile with its element-wise tail folded into the store of each tile. A full convolution's padding is done
-  once, in parallel, before.
+- ``direct_schedule``: rows and blocks of channels in parallel (a depthwise kernel: rows in parallel, each row
+  streamed tile by tile across every block of channels, in address order); per tile, its accumulators (``run`` x
+  ``block``, marked on the kernel as ``BLOCK``) in registers (a local buffer, unrolled, one vector register per
+  vector), the reduction around them, and the untile with its element-wise tail folded into the store of each
+  tile. A full convolution's padding is done once, in parallel, before.
 - int8 convolutions (``--int8``) get kernels of the same shape around the CPU's dot product: tiles from
   ``DirectKernels.int8``, the TE ``quantize.conv2d_int8_nhwc``, the schedule ``leftovers.int8_schedule``.
 """
