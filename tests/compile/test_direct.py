@@ -159,8 +159,6 @@ def test_a_depthwise_tile_is_one_block_of_channels_streamed_row_by_row(h, w, c, 
     """A tile's accumulators are ``run`` pixels by one block of channels (registers), not every channel of the
     input (which once spilled them to the stack and cleared them per tile); rows run in parallel, each streamed
     tile by tile across all its blocks of channels."""
-    import re
-
     import tvm
     import tvm.s_tir as s_tir
     from tvm import te, tirx
