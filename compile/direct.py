@@ -10,7 +10,8 @@ AVX-512 and NEON with their widths.
 
 What changes (``DirectKernels``: the tile shapes for a target's vector width and register count):
 
-- The graph runs channels-last (NHWC), as for int8 (``rewrite.channels_last``).
+- The graph runs channels-last (NHWC), as for int8 (``rewrite.channels_last``); a convolution on the model's NCHW
+  input reads it as NHWC itself (``conv2d_direct(channels_first=True)``), so no transpose runs before it.
 - Each float32 convolution with constant weights becomes one of two kernels, weights pre-packed in blocks of
   ``block`` channels (a few vector registers) contiguous for each input channel and tap:
   - full (groups 1): ``[K'/block, R, S, C, block]``, output channels padded to a multiple of ``block``;
@@ -19,11 +20,11 @@ What changes (``DirectKernels``: the tile shapes for a target's vector width and
   is computed whole, the last one reading the row's last pixel again where it runs past the edge (its input
   column clamped), so no tile has a condition inside; ``direct_untile`` copies the tiles out, dropping what ran
   past the edge and the padded channels, with the bias and activation that fuse after it.
-- ``direct_schedule``: rows and blocks of channels in parallel (a depthwise kernel: rows in parallel, each row
-  streamed tile by tile across every block of channels, in address order); per tile, its accumulators (``run`` x
-  ``block``, marked on the kernel as ``BLOCK``) in registers (a local buffer, unrolled, one vector register per
-  vector), the reduction around them, and the untile with its element-wise tail folded into the store of each
-  tile. A full convolution's padding is done once, in parallel, before.
+- ``direct_schedule``: rows and blocks of channels in parallel (a depthwise kernel, or a full one with a few KB of
+  weights: rows in parallel, each row streamed tile by tile across every block of channels, in address order);
+  per tile, its accumulators (``run`` x ``block``, marked on the kernel as ``BLOCK``) in registers (a local buffer,
+  unrolled, one vector register per vector), the reduction around them, and the untile with its element-wise tail
+  folded into the store of each tile. A full convolution's padding is done once, in parallel, before.
 - int8 convolutions (``--int8``) get kernels of the same shape around the CPU's dot product: tiles from
   ``DirectKernels.int8``, the TE ``quantize.conv2d_int8_nhwc``, the schedule ``leftovers.int8_schedule``.
 """
@@ -40,6 +41,7 @@ BLOCK = "edgecv.direct_block"       # on a kernel's accumulators: output channel
 ROWS_FIRST_WEIGHT_BYTES = 128 << 10  # a convolution with at most this much weight runs rows outermost
 GROUP_INPUT_BYTES = 256 << 10       # else rows go in groups whose input rows fit in this much cache
 PANEL_BYTES = 32 << 10              # one block's weights up to this size serve a tile whole, else in chunks
+STREAM_WEIGHT_BYTES = 16 << 10      # a convolution with at most this much weight streams its rows as a depthwise one
 
 
 @dataclass(frozen=True)
@@ -121,16 +123,19 @@ def kernels_for(tvm_target) -> DirectKernels:
 
 # ---- TE: the two kernels ----
 
-def _padded(x, padding, name="direct_pad"):
+def _padded(at, shape, dtype, padding, name="direct_pad"):
+    """The input ``at(b, i, j, c)`` (NHWC ``shape``) padded with zeros, read the same way; a tensor computed once
+    where there is padding."""
     from tvm import te, tirx
 
     top, left, bottom, right = padding
     if not any(padding):
-        return x
-    n, h, w, c = (int(v) for v in x.shape)
-    return te.compute((n, h + top + bottom, w + left + right, c), lambda b, i, j, ch: tirx.if_then_else(
-        tirx.all(i >= top, i < h + top, j >= left, j < w + left), x[b, i - top, j - left, ch],
-        tirx.const(0.0, x.dtype)), name=name)
+        return at
+    n, h, w, c = shape
+    padded = te.compute((n, h + top + bottom, w + left + right, c), lambda b, i, j, ch: tirx.if_then_else(
+        tirx.all(i >= top, i < h + top, j >= left, j < w + left), at(b, i - top, j - left, ch),
+        tirx.const(0.0, dtype)), name=name)
+    return lambda b, i, j, ch: padded[b, i, j, ch]
 
 
 def _out_size(size: int, before: int, after: int, kernel: int, stride: int) -> int:
@@ -146,18 +151,25 @@ def untile(acc, out_shape):
     return te.compute(out_shape, lambda b, i, j, k: acc[b, i, j // run, j % run, k], name=UNTILE)
 
 
-def conv2d_direct(x, w, strides, padding, run: int, out_channels: int):
-    """TE: float32 NHWC ``x`` x weights packed ``[K'/block, R, S, C, block]`` -> NHWC ``[N, OH, OW, out_channels]``."""
+def conv2d_direct(x, w, strides, padding, run: int, out_channels: int, channels_first: bool = False):
+    """TE: float32 NHWC ``x`` x weights packed ``[K'/block, R, S, C, block]`` -> NHWC ``[N, OH, OW, out_channels]``.
+    ``channels_first``: ``x`` is NCHW (a model's input), read as NHWC where it is padded or used: no transpose
+    before."""
     from tvm import te, tirx
 
-    n, h, wd, c = (int(v) for v in x.shape)
+    if channels_first:
+        n, c, h, wd = (int(v) for v in x.shape)
+        at = lambda b, i, j, ch: x[b, ch, i, j]  # noqa: E731
+    else:
+        n, h, wd, c = (int(v) for v in x.shape)
+        at = lambda b, i, j, ch: x[b, i, j, ch]  # noqa: E731
     blocks, r, s, _, block = (int(v) for v in w.shape)
     (sh, sw), (top, left, bottom, right) = strides, padding
     oh, ow = _out_size(h, top, bottom, r, sh), _out_size(wd, left, right, s, sw)
-    xp = _padded(x, padding)
+    xp = _padded(at, (n, h, wd, c), x.dtype, padding)
     rr, rs, rc = te.reduce_axis((0, r), "rr"), te.reduce_axis((0, s), "rs"), te.reduce_axis((0, c), "rc")
     acc = te.compute((n, oh, -(-ow // run), run, blocks * block), lambda b, i, t, u, k: te.sum(
-        xp[b, i * sh + rr, tirx.min(t * run + u, ow - 1) * sw + rs, rc] * w[k // block, rr, rs, rc, k % block],
+        xp(b, i * sh + rr, tirx.min(t * run + u, ow - 1) * sw + rs, rc) * w[k // block, rr, rs, rc, k % block],
         axis=[rr, rs, rc]), name=CONV, attrs={BLOCK: block})
     return untile(acc, (n, oh, ow, out_channels))
 
@@ -253,11 +265,12 @@ def direct_schedule(func, lanes: int):
     # channels that fit, each tile's sums kept between chunks (in cache, not registers), so every tile of the row
     # finds the chunk's weights in cache instead of streaming them all again
     chunk = _channel_chunk(weights) if kind == CONV else None
-    if kind == DEPTHWISE:
+    if kind == DEPTHWISE or _bytes(weights) <= STREAM_WEIGHT_BYTES:
         # bound by memory, so each row is streamed once, in address order: a tile's pixels across every block of
         # channels (contiguous in NHWC) before the next tile's; the weights, a few KB, stay in cache. (Blocks of
-        # channels outside the tiles, as for full convolutions, read each pixel's channels a block at a time, a page
-        # apart from the next pixel's: measured on AVX2, a quarter to a third slower.)
+        # channels outside the tiles read and write each pixel's channels a block at a time, a page apart from the
+        # next pixel's: measured on AVX2, a depthwise kernel a quarter to a third slower, and the first full
+        # convolutions of a MobileNet, with 2-14 KB of weights, slower when their output is not in cache.)
         sch.reorder(b, rows, row, t, channel_block, *window, *inner, vector)
         outer, tile = sch.fuse(b, rows), channel_block
     elif chunk:
@@ -353,8 +366,9 @@ def direct_module(mod, kernels: DirectKernels, log=lambda m: None):
         out_width = conv.out_size()[1]
         if conv.groups == 1:
             block, run = kernels.conv_tile(k, out_width)
-            return bb.call_te(conv2d_direct, conv.x, const(pack_conv_weights(conv.weights, block)),
-                              strides=conv.strides, padding=conv.padding, run=run, out_channels=k,
+            return bb.call_te(conv2d_direct, conv.x if conv.nchw is None else conv.nchw,
+                              const(pack_conv_weights(conv.weights, block)), strides=conv.strides,
+                              padding=conv.padding, run=run, out_channels=k, channels_first=conv.nchw is not None,
                               primfunc_name_hint=CONV), "full"
         if conv.is_depthwise:
             block, run = kernels.depthwise_tile(k, out_width)

@@ -80,6 +80,8 @@ class Conv:
     groups: int
     strides: tuple[int, int]
     padding: tuple[int, int, int, int]  # top, left, bottom, right
+    nchw: object = None           # the NCHW expression ``x`` transposes, where it is one (a model's input): a
+                                  # kernel reading it directly saves the transpose, a pass over the input
 
     @property
     def is_depthwise(self) -> bool:
@@ -93,9 +95,10 @@ class Conv:
         return (self.shape[1] + top + bottom - r) // sh + 1, (self.shape[2] + left + right - s) // sw + 1
 
 
-def parse_conv(call) -> Conv | None:
+def parse_conv(call, lookup=lambda var: None) -> Conv | None:
     """``call`` as a ``Conv`` if it is a ``relax.nn.conv2d`` the rewriters can take: NHWC input of static shape,
-    constant OHWI weights, NHWC output, no dilation; else None."""
+    constant OHWI weights, NHWC output, no dilation; else None. ``lookup``: a variable's bound expression, if known
+    (``Conv.nchw``)."""
     import tvm
 
     if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
@@ -107,7 +110,20 @@ def parse_conv(call) -> Conv | None:
             and all(int(d) == 1 for d in attrs.dilation)):
         return None
     return Conv(x, shape, str(x.ty.dtype), weight.value.numpy(), int(attrs.groups),
-                tuple(int(v) for v in attrs.strides), tuple(int(v) for v in attrs.padding))
+                tuple(int(v) for v in attrs.strides), tuple(int(v) for v in attrs.padding), _nchw_source(x, lookup))
+
+
+def _nchw_source(x, lookup):
+    """The NCHW expression ``x`` is the NHWC transpose of (``ConvertLayout``'s ``permute_dims`` to axes 0, 2, 3, 1),
+    or None."""
+    import tvm
+
+    bound = lookup(x) if isinstance(x, tvm.relax.Var) else x
+    if not (isinstance(bound, tvm.relax.Call) and isinstance(bound.op, tvm.ir.Op)
+            and bound.op.name == "relax.permute_dims" and bound.attrs.axes is not None
+            and [int(a) for a in bound.attrs.axes] == [0, 2, 3, 1]):
+        return None
+    return bound.args[0] if static_shape(bound.args[0]) else None
 
 
 def static_shape(x) -> tuple[int, ...] | None:
@@ -134,7 +150,7 @@ def rewrite_convolutions(mod, rewrite) -> tuple[object, Counter]:
     class Convolutions(relax.PyExprMutator):
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            conv = parse_conv(call)
+            conv = parse_conv(call, self.lookup_binding)
             done = rewrite(self.builder_, conv) if conv is not None else None
             if conv is not None:
                 counts[done[1] if done else "kept"] += 1

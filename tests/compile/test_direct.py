@@ -120,11 +120,28 @@ def test_full_convolution_computes_the_convolution(h, w, c, k, r, stride, paddin
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("h, w, c, k, r, stride, padding", [CASES[2], CASES[0]], ids=["padded", "unpadded"])
+def test_a_convolution_on_an_nchw_input_reads_it_without_a_transpose(h, w, c, k, r, stride, padding):
+    rng = np.random.default_rng(c)
+    x = rng.standard_normal((1, h, w, c)).astype(np.float32)
+    w_ohwi = (rng.standard_normal((k, r, r, c)) / np.sqrt(r * r * c)).astype(np.float32)
+    bias = rng.standard_normal(k).astype(np.float32)
+    ow = (w + padding[1] + padding[3] - r) // stride + 1
+    block, run = AVX2.conv_tile(k, ow)
+    got, library = _build_and_run(
+        lambda tx, tw: conv2d_direct(tx, tw, (stride, stride), padding, run, k, channels_first=True),
+        np.ascontiguousarray(x.transpose(0, 3, 1, 2)), pack_conv_weights(w_ohwi, block), bias,
+        {"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
+    want = np.clip(_conv_reference(x, w_ohwi, (stride, stride), padding, 1) + bias, 0, 6)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("h, c, k, r, expected", [
     (32, 512, 256, 1, "groups"),   # weights once per group of 4 rows + input once, against input once per block
     (13, 512, 1024, 3, "rows"),    # 19 MB of weights over 0.35 MB of input: every row per block
     (19, 96, 576, 1, "rows"),      # the input fits in cache anyway
     (38, 32, 192, 1, "row"),       # 24 KB of weights: row after row, every block of each
+    (150, 16, 96, 1, "streamed"),  # 6 KB of weights: rows in parallel, each tile across every block, as depthwise
 ])
 def test_rows_go_through_the_blocks_of_channels_in_the_order_that_moves_least(h, c, k, r, expected):
     from tvm import te
@@ -135,7 +152,7 @@ def test_rows_go_through_the_blocks_of_channels_in_the_order_that_moves_least(h,
     text = direct_schedule(te.create_prim_func([tx, tw, y]), 8).script()
     parallel = int(re.findall(r"T\.parallel\((?:T\.int64\()?(\d+)", text)[-1])  # its outer loop (after the padding's)
     blocks = -(-k // block)
-    assert parallel == {"groups": h // 4 * blocks, "rows": blocks, "row": h * blocks}[expected], parallel
+    assert parallel == {"groups": h // 4 * blocks, "rows": blocks, "row": h * blocks, "streamed": h}[expected], parallel
 
 
 @pytest.mark.parametrize("h, w, c, stride, padding", [(19, 19, 576, 1, (1, 1, 1, 1)), (15, 15, 96, 2, (1, 1, 1, 1)),
@@ -309,6 +326,9 @@ def test_a_model_with_direct_kernels_gives_onnx_runtimes_outputs(tmp_path):
     logged = []
     mod, params = import_onnx(tmp_path / "m.onnx", "data", (1, 3, 33, 33), log=logged.append,
                               direct=kernels_for(target))
+    # the first convolution reads the NCHW input itself; the only transpose left is the output's, back to NCHW
+    assert "R.call_tir(direct_conv2d, (data," in mod["main"].script()
+    assert mod["main"].script().count("R.permute_dims(") == 1
     (tmp_path / "records").mkdir()
     executable, params = _compile_tuned(mod, params, target, tmp_path / "records", False, logged.append,
                                         Kernels(direct_lanes=8))
