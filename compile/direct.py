@@ -260,7 +260,9 @@ def direct_schedule(func, lanes: int):
     # rows in groups, each group's blocks of channels, its rows (row_group): the group's input stays in cache while
     # every block's weights pass over it, and each block's panel of weights serves the whole group
     group = row_group(sch, acc, kind, weights)
-    rows, row = sch.split(i, [None, group])
+    parts = _row_parts(_extent(sch, channel_block), _extent(sch, i)) if group == _extent(sch, i) else 1
+    # every row per block: the rows in parts where there are too few blocks to share out evenly
+    rows, row = sch.split(i, [parts, None] if parts > 1 else [None, group])
     # a block's weights for the whole window larger than PANEL_BYTES pass over each row's tiles in chunks of input
     # channels that fit, each tile's sums kept between chunks (in cache, not registers), so every tile of the row
     # finds the chunk's weights in cache instead of streaming them all again
@@ -299,6 +301,14 @@ def direct_schedule(func, lanes: int):
         first = sch.get_loops(producer)
         sch.parallel(sch.fuse(first[0], first[1]) if len(first) > 1 else first[0])
     return sch.mod["main"].with_attr(SCHEDULED, True).with_attr(DIRECT, True)
+
+
+def _row_parts(blocks: int, rows: int) -> int:
+    """Into how many parts a kernel that runs every row per block of channels splits its rows, so that its parallel
+    tasks (blocks x parts) share out evenly over 2 or 4 threads (edge boxes' cores): 3 blocks on 2 threads would
+    leave one idle a third of the time; each part reads the block's weights again, so not where there are enough
+    blocks (at least 8: a few per cent idle at most)."""
+    return 1 if blocks >= 8 else min(next(p for p in (1, 2, 4) if blocks * p % 4 == 0), rows)
 
 
 def _channel_chunk(weights) -> int | None:

@@ -97,6 +97,7 @@ CASES = [  # (height, width, in channels, out channels, kernel, stride, padding 
     (10, 10, 64, 12, 3, 2, (0, 0, 1, 1)),     # asymmetric padding (TF-style "same"), 12 output channels
     (3, 3, 128, 256, 3, 2, (1, 1, 1, 1)),     # a tiny SSD extra layer; its weights go over each row in chunks
     (32, 32, 512, 256, 1, 1, (0, 0, 0, 0)),   # 2 MB of input, 0.5 MB of weights: rows in groups of 4
+    (19, 19, 576, 72, 1, 1, (0, 0, 0, 0)),    # an SSD head: 3 blocks (AVX2), so 19 rows in 4 parts, the last short
 ]
 
 
@@ -142,6 +143,7 @@ def test_a_convolution_on_an_nchw_input_reads_it_without_a_transpose(h, w, c, k,
     (19, 96, 576, 1, "rows"),      # the input fits in cache anyway
     (38, 32, 192, 1, "row"),       # 24 KB of weights: row after row, every block of each
     (150, 16, 96, 1, "streamed"),  # 6 KB of weights: rows in parallel, each tile across every block, as depthwise
+    (19, 576, 72, 1, "parts"),     # every row per block, but 3 blocks: rows in 4 parts, 12 tasks for 2 or 4 threads
 ])
 def test_rows_go_through_the_blocks_of_channels_in_the_order_that_moves_least(h, c, k, r, expected):
     from tvm import te
@@ -152,7 +154,8 @@ def test_rows_go_through_the_blocks_of_channels_in_the_order_that_moves_least(h,
     text = direct_schedule(te.create_prim_func([tx, tw, y]), 8).script()
     parallel = int(re.findall(r"T\.parallel\((?:T\.int64\()?(\d+)", text)[-1])  # its outer loop (after the padding's)
     blocks = -(-k // block)
-    assert parallel == {"groups": h // 4 * blocks, "rows": blocks, "row": h * blocks, "streamed": h}[expected], parallel
+    assert parallel == {"groups": h // 4 * blocks, "rows": blocks, "row": h * blocks, "streamed": h,
+                        "parts": 4 * blocks}[expected], parallel
 
 
 @pytest.mark.parametrize("h, w, c, stride, padding", [(19, 19, 576, 1, (1, 1, 1, 1)), (15, 15, 96, 2, (1, 1, 1, 1)),
