@@ -259,10 +259,7 @@ def direct_schedule(func, lanes: int):
     inner = [u, vectors] if _extent(sch, u) >= _extent(sch, vectors) else [vectors, u]
     # rows in groups, each group's blocks of channels, its rows (row_group): the group's input stays in cache while
     # every block's weights pass over it, and each block's panel of weights serves the whole group
-    group = row_group(sch, acc, kind, weights)
-    parts = _row_parts(_extent(sch, channel_block), _extent(sch, i)) if group == _extent(sch, i) else 1
-    # every row per block: the rows in parts where there are too few blocks to share out evenly
-    rows, row = sch.split(i, [parts, None] if parts > 1 else [None, group])
+    rows, row = split_rows(sch, i, row_group(sch, acc, kind, weights), _extent(sch, channel_block))
     # a block's weights for the whole window larger than PANEL_BYTES pass over each row's tiles in chunks of input
     # channels that fit, each tile's sums kept between chunks (in cache, not registers), so every tile of the row
     # finds the chunk's weights in cache instead of streaming them all again
@@ -301,6 +298,14 @@ def direct_schedule(func, lanes: int):
         first = sch.get_loops(producer)
         sch.parallel(sch.fuse(first[0], first[1]) if len(first) > 1 else first[0])
     return sch.mod["main"].with_attr(SCHEDULED, True).with_attr(DIRECT, True)
+
+
+def split_rows(sch, rows, group: int, blocks: int):
+    """The output rows' loop split into groups of ``group`` rows (``row_group``), or, where a kernel runs every row
+    per block of channels but has too few ``blocks`` to share out evenly, into parts (``_row_parts``; the last part
+    may be short)."""
+    parts = _row_parts(blocks, _extent(sch, rows)) if group == _extent(sch, rows) else 1
+    return sch.split(rows, [parts, None] if parts > 1 else [None, group])
 
 
 def _row_parts(blocks: int, rows: int) -> int:

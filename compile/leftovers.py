@@ -106,7 +106,7 @@ def int8_schedule(func, intrin: str, pixels: int = 4):
     import tvm.s_tir as s_tir
     from tvm.s_tir.schedule.transform import tile_with_tensor_intrin
 
-    from edgecv.compile.direct import row_group
+    from edgecv.compile.direct import row_group, split_rows
     from edgecv.compile.quantize import INT8_BLOCK
 
     sch = s_tir.Schedule(func)
@@ -132,7 +132,7 @@ def int8_schedule(func, intrin: str, pixels: int = 4):
         tiles, run = sch.split(j, [None, max(f for f in range(1, pixels + 1) if width % f == 0)])
     block, dots = sch.split(k_blocks, [None, per_tile])
     # as the float32 direct kernels (direct.row_group): rows in groups, each group's blocks of channels, its rows
-    rows, row = sch.split(i, [None, group])
+    rows, row = split_rows(sch, i, group, _extent(sch, block))
     sch.reorder(b, rows, block, row, tiles, rr, rs, rc_blocks, run, dots, k_lanes)
     sch.parallel(sch.fuse(b, rows, block))
     for step in tail:
