@@ -300,20 +300,23 @@ def direct_schedule(func, lanes: int):
     return sch.mod["main"].with_attr(SCHEDULED, True).with_attr(DIRECT, True)
 
 
-def split_rows(sch, rows, group: int, blocks: int):
+def split_rows(sch, rows, group: int, blocks: int, exact: bool = False):
     """The output rows' loop split into groups of ``group`` rows (``row_group``), or, where a kernel runs every row
     per block of channels but has too few ``blocks`` to share out evenly, into parts (``_row_parts``; the last part
-    may be short)."""
-    parts = _row_parts(blocks, _extent(sch, rows)) if group == _extent(sch, rows) else 1
+    may be short, unless ``exact``: tensorized kernels take no condition on their rows)."""
+    parts = _row_parts(blocks, _extent(sch, rows), exact) if group == _extent(sch, rows) else 1
     return sch.split(rows, [parts, None] if parts > 1 else [None, group])
 
 
-def _row_parts(blocks: int, rows: int) -> int:
+def _row_parts(blocks: int, rows: int, exact: bool = False) -> int:
     """Into how many parts a kernel that runs every row per block of channels splits its rows, so that its parallel
     tasks (blocks x parts) share out evenly over 2 or 4 threads (edge boxes' cores): 3 blocks on 2 threads would
     leave one idle a third of the time; each part reads the block's weights again, so not where there are enough
-    blocks (at least 8: a few per cent idle at most)."""
-    return 1 if blocks >= 8 else min(next(p for p in (1, 2, 4) if blocks * p % 4 == 0), rows)
+    blocks (at least 8: a few per cent idle at most). ``exact``: only parts that divide the rows."""
+    if blocks >= 8:
+        return 1
+    fits = [p for p in (1, 2, 4) if p <= rows and (not exact or rows % p == 0)]
+    return next((p for p in fits if blocks * p % 4 == 0), next((p for p in fits if blocks * p % 2 == 0), 1))
 
 
 def _channel_chunk(weights) -> int | None:

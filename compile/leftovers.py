@@ -132,7 +132,7 @@ def int8_schedule(func, intrin: str, pixels: int = 4):
         tiles, run = sch.split(j, [None, max(f for f in range(1, pixels + 1) if width % f == 0)])
     block, dots = sch.split(k_blocks, [None, per_tile])
     # as the float32 direct kernels (direct.row_group): rows in groups, each group's blocks of channels, its rows
-    rows, row = split_rows(sch, i, group, _extent(sch, block))
+    rows, row = split_rows(sch, i, group, _extent(sch, block), exact=True)
     sch.reorder(b, rows, block, row, tiles, rr, rs, rc_blocks, run, dots, k_lanes)
     sch.parallel(sch.fuse(b, rows, block))
     for step in tail:
@@ -225,7 +225,9 @@ def schedule_leftovers(mod, log=lambda message: None, kernels: Kernels = Kernels
     ``direct.direct_schedule`` for the direct ones, ``basic_schedule`` for the rest; logs how many it covered."""
     from tvm import relax
 
-    done, kept, dot, direct, direct_int8, flat = [], [], [], [], [], []
+    from edgecv.compile.direct import is_direct
+
+    done, kept, dot, direct, direct_int8, flat, missed = [], [], [], [], [], [], []
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function) or (func.attrs is not None and SCHEDULED in func.attrs
                                                 and func.attrs[SCHEDULED]):
@@ -234,6 +236,8 @@ def schedule_leftovers(mod, log=lambda message: None, kernels: Kernels = Kernels
         if scheduled is None:
             kept.append(gv.name_hint)
             continue
+        if DIRECT not in scheduled.attrs and is_direct(func):
+            missed.append(gv.name_hint)
         mod[gv] = scheduled
         (direct if DIRECT in scheduled.attrs else dot if TENSORIZED in scheduled.attrs
          else flat if ELEMENTWISE in scheduled.attrs else done).append(gv.name_hint)
@@ -242,6 +246,9 @@ def schedule_leftovers(mod, log=lambda message: None, kernels: Kernels = Kernels
     if direct:
         log(f"direct schedule for {len(direct)} convolutions"
             + (f" ({len(direct_int8)} int8 ones with {kernels.int8_intrin})" if direct_int8 else ""))
+    if missed:  # a schedule that fails on some shape: the kernel runs, many times slower
+        log(f"warning: {len(missed)} direct kernels could not take their schedule and got the basic one, many times "
+            f"slower ({', '.join(missed[:3])}{' ...' if len(missed) > 3 else ''}): an edgecv bug, please report it")
     if flat:
         log(f"element-wise schedule for {len(flat)} kernels")
     if done or dot:

@@ -337,11 +337,28 @@ def test_a_model_with_direct_kernels_gives_onnx_runtimes_outputs(tmp_path):
                                         Kernels(direct_lanes=8))
     assert "direct kernels: 2 convolutions, 1 depthwise ones" in logged
     assert "direct schedule for 3 convolutions" in logged
+    assert not [line for line in logged if "warning" in line], logged
     x = np.random.default_rng(6).normal(size=(1, 3, 33, 33)).astype(np.float32)
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), *params).numpy()
     want = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"data": x})[0]
     assert got.shape == want.shape == (1, 24, 17, 17)  # NCHW, as the model's output is, though it ran NHWC
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_a_direct_kernel_left_with_the_basic_schedule_is_reported(tmp_path):
+    """A direct kernel whose schedule fails (here: none given) still runs, but many times slower: said, not silent."""
+    import tvm
+
+    from edgecv.compile.build import import_onnx
+    from edgecv.compile.direct import kernels_for
+    from edgecv.compile.leftovers import Kernels, schedule_leftovers
+
+    _model(tmp_path / "m.onnx")
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
+    mod, _ = import_onnx(tmp_path / "m.onnx", "data", (1, 3, 33, 33), direct=kernels_for(target))
+    logged = []
+    schedule_leftovers(tvm.relax.transform.FuseTIR()(tvm.relax.transform.FuseOps()(mod)), logged.append, Kernels())
+    assert any("warning: 3 direct kernels could not take their schedule" in line for line in logged), logged
 
 
 def test_tune_leaves_the_direct_kernels_alone(tmp_path):

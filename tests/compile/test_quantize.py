@@ -178,6 +178,8 @@ def test_int8_kernel_tensorizes_with_its_dot_product_and_is_exact(tmp_path, kern
     (7, 19, 32, 40, 3, 1),   # 19 pixels a row: the last tile runs past the edge; 40 channels: the untile drops 8
     (9, 11, 64, 96, 3, 2),   # strided
     (5, 13, 16, 16, 1, 1),   # 1x1, one block
+    (8, 8, 512, 48, 3, 1),   # 216 KB of weights, few blocks: every row per block, the rows in parts
+    (7, 7, 512, 48, 3, 1),   # the same on 7 rows: no parts (the tensorized kernel takes no condition on its rows)
 ])
 @pytest.mark.parametrize("kernel", BUILT, ids=[k.name if k else "none" for k in BUILT])
 def test_direct_int8_kernel_is_exact_past_the_row_edge_and_the_padded_channels(kernel, h, w, c, k, r, stride):
