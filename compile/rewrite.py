@@ -114,8 +114,9 @@ def parse_conv(call, lookup=lambda var: None) -> Conv | None:
 
 
 def _nchw_source(x, lookup):
-    """The NCHW expression ``x`` is the NHWC transpose of (``ConvertLayout``'s ``permute_dims`` to axes 0, 2, 3, 1),
-    or None."""
+    """The model's NCHW input, if ``x`` is its NHWC transpose (``ConvertLayout``'s ``permute_dims`` to axes 0, 2, 3,
+    1), else None. Only an input: a tensor computed inside the graph stays channels-last end to end (read NCHW, the
+    kernels before it would be made to write NCHW)."""
     import tvm
 
     bound = lookup(x) if isinstance(x, tvm.relax.Var) else x
@@ -123,7 +124,10 @@ def _nchw_source(x, lookup):
             and bound.op.name == "relax.permute_dims" and bound.attrs.axes is not None
             and [int(a) for a in bound.attrs.axes] == [0, 2, 3, 1]):
         return None
-    return bound.args[0] if static_shape(bound.args[0]) else None
+    source = bound.args[0]
+    is_input = isinstance(source, tvm.relax.Var) and not isinstance(source, tvm.relax.DataflowVar) \
+        and lookup(source) is None
+    return source if is_input and static_shape(source) else None
 
 
 def static_shape(x) -> tuple[int, ...] | None:

@@ -345,6 +345,38 @@ def test_a_model_with_direct_kernels_gives_onnx_runtimes_outputs(tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+def test_only_the_models_input_is_read_channels_first(tmp_path):
+    """The first convolution reads the NCHW input itself; one after an op the layout pass leaves channels-first (here
+    reshapes; in YOLOv3 its upsampling) reads the transposed tensor, so the ops before it keep writing NHWC."""
+    import onnx
+    import tvm
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgecv.compile.build import import_onnx
+    from edgecv.compile.direct import kernels_for
+
+    rng = np.random.default_rng(7)
+    init = {"w0": rng.normal(size=(16, 3, 3, 3)), "w1": rng.normal(size=(8, 16, 3, 3)),
+            "flat": np.array([1, 16, 17 * 17]), "square": np.array([1, 16, 17, 17])}
+    nodes = [helper.make_node("Conv", ["data", "w0"], ["c0"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Reshape", ["c0", "flat"], ["r0"]), helper.make_node("Reshape", ["r0", "square"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w1"], ["out"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 33, 33])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v.astype(np.int64 if v.ndim == 1 else np.float32), k)
+                               for k, v in init.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "m.onnx"))
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
+    mod, _ = import_onnx(tmp_path / "m.onnx", "data", (1, 3, 33, 33), direct=kernels_for(target))
+    from edgecv.compile.rewrite import static_shape
+
+    inputs = {call.args[0].name_hint: list(static_shape(call.args[1].fields[0]))
+              for block in mod["main"].body.blocks for call in (binding.value for binding in block.bindings)
+              if isinstance(call, tvm.relax.Call) and isinstance(call.args[0], tvm.ir.GlobalVar)
+              and call.args[0].name_hint.startswith("direct_conv2d")}
+    assert inputs == {"direct_conv2d": [1, 3, 33, 33], "direct_conv2d1": [1, 17, 17, 16]}, inputs
+
+
 def test_a_direct_kernel_left_with_the_basic_schedule_is_reported(tmp_path):
     """A direct kernel whose schedule fails (here: none given) still runs, but many times slower: said, not silent."""
     import tvm
