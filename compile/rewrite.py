@@ -80,7 +80,7 @@ class Conv:
     groups: int
     strides: tuple[int, int]
     padding: tuple[int, int, int, int]  # top, left, bottom, right
-    nchw: object = None           # the NCHW expression ``x`` transposes, where it is one (a model's input): a
+    nchw: object = None           # the model's NCHW input, where ``x`` is its transpose (``_nchw_source``): a
                                   # kernel reading it directly saves the transpose, a pass over the input
 
     @property
